@@ -1,0 +1,118 @@
+"""Container labels -> sites. Pure: works on ``ContainerInfo`` snapshots only.
+
+Labels (the prefix defaults to ``acme`` and is set by ``ACME_LABEL_PREFIX``):
+
+==================  ========================================================
+``acme.domains``    required; comma- or space-separated host names
+``acme.port``       port the app listens on (default: its only exposed port, else 80)
+``acme.network``    network nginx reaches the app on (default: the first shared one)
+``acme.scheme``     ``http`` (default) or ``https`` towards the app
+==================  ========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from .domains import DomainError, parse_domain_list
+from .model import ContainerInfo, Problem, Site, SourceKind, Upstream
+
+KNOWN_KEYS = ("domains", "port", "network", "scheme")
+
+
+def _label_source(container: ContainerInfo, key: str) -> str:
+    return f"container {container.name} label {key}"
+
+
+def parse_port(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 5 or not 1 <= int(raw) <= 65535:
+        raise ValueError(f"{raw[:40]!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def site_from_container(
+    container: ContainerInfo, prefix: str, nginx_networks: Iterable[str]
+) -> Site | Problem | None:
+    """Return the container's site, a Problem saying why it has none, or None if unlabelled."""
+    p = prefix + "."
+    labels = {k[len(p):]: v for k, v in container.labels.items() if k.startswith(p)}
+    if "domains" not in labels:
+        return None
+    unknown = sorted(set(labels) - set(KNOWN_KEYS) - {"nginx"})
+    if unknown:
+        return Problem(
+            _label_source(container, p + unknown[0]),
+            f"unknown label (known: {', '.join(p + k for k in KNOWN_KEYS)})",
+        )
+    try:
+        domains = parse_domain_list(labels["domains"])
+    except DomainError as exc:
+        return Problem(_label_source(container, p + "domains"), str(exc))
+
+    scheme = labels.get("scheme", "http").strip().lower()
+    if scheme not in ("http", "https"):
+        return Problem(_label_source(container, p + "scheme"), f"{scheme[:40]!r} must be http or https")
+
+    if "port" in labels:
+        try:
+            port = parse_port(labels["port"].strip())
+        except ValueError as exc:
+            return Problem(_label_source(container, p + "port"), str(exc))
+    elif len(container.exposed_ports) == 1:
+        port = container.exposed_ports[0]
+    else:
+        port = 80
+
+    shared = sorted(set(container.networks) & set(nginx_networks))
+    wanted = labels.get("network", "").strip()
+    if wanted:
+        if wanted not in container.networks:
+            return Problem(
+                _label_source(container, p + "network"),
+                f"container is not attached to network {wanted[:80]!r}",
+            )
+        if wanted not in shared:
+            return Problem(
+                _label_source(container, p + "network"),
+                f"nginx is not attached to network {wanted[:80]!r}",
+            )
+        network = wanted
+    elif shared:
+        network = shared[0]
+    else:
+        return Problem(
+            f"container {container.name}",
+            "shares no network with nginx (nginx is on: "
+            + (", ".join(sorted(nginx_networks)) or "none")
+            + "); start it with --network on one of those",
+        )
+    address = container.networks.get(network, "")
+    if not address:
+        return Problem(f"container {container.name}", f"has no IP address on network {network}")
+
+    return Site(
+        domains=domains,
+        upstreams=(Upstream(scheme=scheme, host=address, port=port),),
+        source=f"container {container.name}",
+        source_kind=SourceKind.CONTAINER,
+        created=container.created,
+        notes=(f"upstream from network {network}, port from "
+               + (f"label {p}port" if "port" in labels else "default"),),
+    )
+
+
+def sites_from_containers(
+    containers: Iterable[ContainerInfo], prefix: str, nginx_networks: Mapping[str, str] | Iterable[str]
+) -> tuple[list[Site], list[Problem]]:
+    sites: list[Site] = []
+    problems: list[Problem] = []
+    nets = list(nginx_networks)
+    for container in sorted(containers, key=lambda c: (c.created, c.name)):
+        if not container.running:
+            continue
+        result = site_from_container(container, prefix, nets)
+        if isinstance(result, Site):
+            sites.append(result)
+        elif isinstance(result, Problem):
+            problems.append(result)
+    return sites, problems

@@ -1,0 +1,112 @@
+"""Frozen domain types shared by the pure core and the adapters."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+
+class SourceKind(str, enum.Enum):
+    CONTAINER = "container"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where nginx proxies a site to. ``host`` is an IP address or a DNS name."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One vhost with one certificate lineage, named after its first domain."""
+
+    domains: tuple[str, ...]
+    # One or more servers; replicas of a scaled service share one site.
+    upstreams: tuple[Upstream, ...]
+    source: str
+    source_kind: SourceKind
+    # Tie-breaker for conflicts between containers: older claims win.
+    created: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.domains[0]
+
+    @property
+    def upstream_scheme(self) -> str:
+        return self.upstreams[0].scheme
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad input, reported once, that left one site (or entry) out."""
+
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the sidecar needs to know about one container, without SDK objects."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    # network name -> IPv4 address on that network ("" when none)
+    networks: Mapping[str, str]
+    exposed_ports: tuple[int, ...] = ()
+    created: str = ""
+    running: bool = True
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A certificate lineage on disk, as read by ``certs``."""
+
+    name: str
+    names: frozenset[str]
+    not_before: datetime
+    not_after: datetime
+    issuer: str
+    key_type: str
+    serial: int
+    authority_key_id: bytes | None = None
+    has_ocsp_url: bool = False
+    fullchain_path: str = ""
+    privkey_path: str = ""
+    # ACME directory the lineage was issued from (certbot's renewal/NAME.conf), "" if unknown.
+    acme_server: str = ""
+
+    @property
+    def lifetime_seconds(self) -> float:
+        return (self.not_after - self.not_before).total_seconds()
+
+    def covers(self, domains: tuple[str, ...] | frozenset[str]) -> bool:
+        return set(domains) <= self.names
+
+    def matches(self, domains: tuple[str, ...] | frozenset[str]) -> bool:
+        return set(domains) == self.names
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    sites: tuple[Site, ...]
+    problems: tuple[Problem, ...] = field(default=())
+
+    def by_name(self) -> dict[str, Site]:
+        return {s.name: s for s in self.sites}

@@ -1,0 +1,151 @@
+"""Typed settings, read once from the environment.
+
+Every variable is validated here; a bad value is a ``ConfigError`` naming the
+variable, so the sidecar stops at start-up with one clear line instead of
+misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+ACME_SERVER_ALIASES = {
+    "production": LETSENCRYPT_PRODUCTION,
+    "letsencrypt": LETSENCRYPT_PRODUCTION,
+    "staging": LETSENCRYPT_STAGING,
+    "letsencrypt-staging": LETSENCRYPT_STAGING,
+}
+DEFAULT_CERTBOT_IMAGE = "certbot/certbot:v4.0.0"
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+_CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    acme_server: str = LETSENCRYPT_PRODUCTION
+    acme_email: str | None = None
+    acme_ca_bundle: Path | None = None
+    key_type: str = "ecdsa"
+    label_prefix: str = "acme"
+    nginx_container: str | None = None
+    certbot_image: str = DEFAULT_CERTBOT_IMAGE
+    sidecar_container: str | None = None
+    certs_dir: Path = Path("/etc/letsencrypt")
+    webroot_dir: Path = Path("/var/www/acme")
+    conf_dir: Path = Path("/etc/nginx/conf.d")
+    state_dir: Path = Path("/var/lib/nginx-acme-sidecar")
+    sites_file: Path | None = None
+    debounce_seconds: float = 0.3
+    certbot_timeout_seconds: float = 300.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @property
+    def nginx_label(self) -> str:
+        """Label that marks the nginx container when no name is given."""
+        return f"{self.label_prefix}.nginx"
+
+    @property
+    def managed_label(self) -> str:
+        """Label put on every container the sidecar starts (certbot runs)."""
+        return "nginx-acme-sidecar.role"
+
+
+def _str(env: Mapping[str, str], key: str) -> str | None:
+    value = env.get(key, "").strip()
+    return value or None
+
+
+def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: float) -> float:
+    raw = _str(env, key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r}: not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}={raw!r}: must be between {lo:g} and {hi:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (_str(env, key) or default).lower()
+    if raw not in choices:
+        raise ConfigError(f"{key}={raw!r}: must be one of {', '.join(choices)}")
+    return raw
+
+
+def _path(env: Mapping[str, str], key: str, default: Path | None) -> Path | None:
+    raw = _str(env, key)
+    if raw is None:
+        return default
+    if not raw.startswith("/") or "\n" in raw:
+        raise ConfigError(f"{key}={raw!r}: must be an absolute path")
+    return Path(raw)
+
+
+def _acme_server(env: Mapping[str, str]) -> str:
+    raw = _str(env, "ACME_SERVER") or "production"
+    url = ACME_SERVER_ALIASES.get(raw.lower(), raw)
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%-]*)?", url):
+        raise ConfigError(
+            f"ACME_SERVER={raw!r}: must be production, staging or an http(s) directory URL"
+        )
+    return url
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raise ``ConfigError`` naming the bad variable."""
+    env = os.environ if env is None else env
+
+    email = _str(env, "ACME_EMAIL")
+    if email is not None and not _EMAIL.fullmatch(email):
+        raise ConfigError(f"ACME_EMAIL={email!r}: not an e-mail address")
+
+    prefix = (_str(env, "ACME_LABEL_PREFIX") or "acme").rstrip(".")
+    if not _PREFIX.fullmatch(prefix):
+        raise ConfigError(f"ACME_LABEL_PREFIX={prefix!r}: use lower-case letters, digits, '.', '-', '_'")
+
+    image = _str(env, "CERTBOT_IMAGE") or DEFAULT_CERTBOT_IMAGE
+    if not _IMAGE.fullmatch(image):
+        raise ConfigError(f"CERTBOT_IMAGE={image!r}: not an image reference")
+
+    names = {}
+    for key in ("NGINX_CONTAINER", "SIDECAR_CONTAINER"):
+        value = _str(env, key)
+        if value is not None and not _CONTAINER_NAME.fullmatch(value):
+            raise ConfigError(f"{key}={value!r}: not a container name or id")
+        names[key] = value
+
+    defaults = Settings()
+    return Settings(
+        acme_server=_acme_server(env),
+        acme_email=email,
+        acme_ca_bundle=_path(env, "ACME_CA_BUNDLE", None),
+        key_type=_choice(env, "ACME_KEY_TYPE", "ecdsa", ("ecdsa", "rsa")),
+        label_prefix=prefix,
+        nginx_container=names["NGINX_CONTAINER"],
+        certbot_image=image,
+        sidecar_container=names["SIDECAR_CONTAINER"],
+        certs_dir=_path(env, "CERTS_DIR", defaults.certs_dir) or defaults.certs_dir,
+        webroot_dir=_path(env, "WEBROOT_DIR", defaults.webroot_dir) or defaults.webroot_dir,
+        conf_dir=_path(env, "NGINX_CONF_DIR", defaults.conf_dir) or defaults.conf_dir,
+        state_dir=_path(env, "STATE_DIR", defaults.state_dir) or defaults.state_dir,
+        sites_file=_path(env, "SITES_FILE", None),
+        debounce_seconds=_float(env, "DEBOUNCE_SECONDS", defaults.debounce_seconds, 0.0, 60.0),
+        certbot_timeout_seconds=_float(env, "CERTBOT_TIMEOUT", defaults.certbot_timeout_seconds, 10.0, 3600.0),
+        log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+        log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+    )

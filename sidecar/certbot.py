@@ -1,0 +1,115 @@
+"""certbot's command line and what its output means. Pure.
+
+``arguments`` builds the ``certonly --webroot`` invocation for one decision;
+``classify`` turns an exit code and captured output into an ``Outcome`` with a
+one-line reason and, for rate limits, the moment the CA allows a retry.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from .planner import Action
+from .settings import Settings
+
+
+class Failure(str, enum.Enum):
+    RATE_LIMITED = "rate-limited"
+    VALIDATION = "validation"          # the CA could not fetch the challenge (DNS, firewall, nginx)
+    ACCOUNT_MISSING = "account-missing"  # the CA no longer knows the stored account
+    TRANSIENT = "transient"            # CA or network hiccup: retry with back-off
+    TIMEOUT = "timeout"
+    REJECTED = "rejected"              # the CA refuses these names (policy, CAA, malformed)
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    summary: str
+    failure: Failure | None = None
+    retry_after: datetime | None = None
+    # certbot said the existing certificate was kept (nothing issued)
+    kept: bool = False
+
+
+def arguments(
+    settings: Settings, name: str, domains: tuple[str, ...], action: Action
+) -> list[str]:
+    args = [
+        "certonly",
+        "--webroot", "-w", str(settings.webroot_dir),
+        "--cert-name", name,
+        *[a for d in domains for a in ("-d", d)],
+        "--non-interactive", "--agree-tos", "--no-eff-email",
+        "--server", settings.acme_server,
+        "--key-type", settings.key_type,
+        "--config-dir", str(settings.certs_dir),
+        "--work-dir", "/var/lib/letsencrypt",
+        "--logs-dir", "/var/log/letsencrypt",
+        "--expand",
+    ]
+    if settings.key_type == "ecdsa":
+        args += ["--elliptic-curve", "secp256r1"]
+    else:
+        args += ["--rsa-key-size", "2048"]
+    args += ["-m", settings.acme_email] if settings.acme_email else ["--register-unsafely-without-email"]
+    if action in (Action.RENEW, Action.REKEY):
+        args.append("--force-renewal")
+    else:
+        args.append("--keep-until-expiring")
+    return args
+
+
+_RETRY_AFTER = re.compile(r"retry after (\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\s*UTC|Z)?", re.I)
+_DETAIL = re.compile(r"^\s*Detail:\s*(.+)$", re.M)
+_NOISE = (
+    "Saving debug log", "Ask for help", "See the logfile", "Some challenges have failed",
+    "Requesting a certificate", "Account registered", "- - - -", "Hint:",
+)
+
+
+def _one_line(output: str) -> str:
+    details = _DETAIL.findall(output)
+    if details:
+        return " | ".join(dict.fromkeys(d.strip() for d in details))[:500]
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_NOISE)]
+    for ln in reversed(useful):
+        if ln.lower().startswith(("an unexpected error occurred", "error")) and ln is not useful[-1]:
+            return " ".join(useful[useful.index(ln):])[:500]
+    return (useful[-1] if useful else "no output")[:500]
+
+
+def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
+    """Read certbot's exit code and output. ``exit_code`` None means it timed out."""
+    if exit_code is None:
+        return Outcome(False, "certbot did not finish in time and was stopped", Failure.TIMEOUT)
+    if exit_code == 0:
+        kept = "Certificate not yet due for renewal" in output or "Keeping the existing certificate" in output
+        return Outcome(True, "existing certificate kept" if kept else "certificate issued", kept=kept)
+
+    text = output
+    low = text.lower()
+    summary = _one_line(text)
+    if "ratelimited" in low or "too many" in low and "rate limit" in low or "too many certificates" in low:
+        match = _RETRY_AFTER.search(text)
+        retry = None
+        if match:
+            retry = datetime.fromisoformat(match.group(1).replace(" ", "T")).replace(tzinfo=timezone.utc)
+        return Outcome(False, summary, Failure.RATE_LIMITED, retry_after=retry or now + timedelta(hours=1))
+    if "accountdoesnotexist" in low or ("account" in low and "not found" in low) or "no such account" in low:
+        return Outcome(False, summary, Failure.ACCOUNT_MISSING)
+    if any(k in low for k in ("rejectedidentifier", "caa record", "policy forbids", "malformed")):
+        return Outcome(False, summary, Failure.REJECTED)
+    if any(k in low for k in ("failed to authenticate", "unauthorized", "error:connection", "error:dns",
+                               "invalid response", "timeout during connect")):
+        return Outcome(False, summary, Failure.VALIDATION)
+    if any(k in low for k in ("connection refused", "max retries exceeded", "failed to establish",
+                               "serverinternal", "badnonce", "timed out", "temporarily unavailable",
+                               "service unavailable", "name or service not known", "503", "502")):
+        return Outcome(False, summary, Failure.TRANSIENT)
+    return Outcome(False, summary, Failure.UNKNOWN)

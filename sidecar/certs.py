@@ -1,0 +1,109 @@
+"""Read certificate lineages (certbot's ``live/NAME/``) with ``cryptography``.
+
+``parse_certificate`` is pure (bytes in, ``Certificate`` out); ``read_lineages``
+is the small reader around it. A lineage counts only when its certificate,
+full chain and private key all exist: nginx must never be pointed at a missing file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+
+from .model import Certificate, Problem
+
+
+def _key_type(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ecdsa"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa"
+    return type(key).__name__
+
+
+def _issuer(cert: x509.Certificate) -> str:
+    for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
+        attrs = cert.issuer.get_attributes_for_oid(oid)
+        if attrs:
+            return str(attrs[0].value)
+    return cert.issuer.rfc4514_string()
+
+
+def parse_certificate(pem: bytes, name: str, fullchain_path: str = "", privkey_path: str = "") -> Certificate:
+    """Parse the leaf (first) certificate of ``pem``. Raises ValueError on garbage."""
+    cert = x509.load_pem_x509_certificate(pem)
+    names: set[str] = set()
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        names.update(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    aki: bytes | None = None
+    try:
+        aki = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value.key_identifier
+    except x509.ExtensionNotFound:
+        pass
+    has_ocsp = False
+    try:
+        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        has_ocsp = any(d.access_method == AuthorityInformationAccessOID.OCSP for d in aia)
+    except x509.ExtensionNotFound:
+        pass
+    return Certificate(
+        name=name,
+        names=frozenset(names),
+        not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
+        not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
+        issuer=_issuer(cert),
+        key_type=_key_type(cert),
+        serial=cert.serial_number,
+        authority_key_id=aki,
+        has_ocsp_url=has_ocsp,
+        fullchain_path=fullchain_path,
+        privkey_path=privkey_path,
+    )
+
+
+def renewal_server(certs_dir: Path, name: str) -> str:
+    """The ``server = URL`` line of certbot's ``renewal/NAME.conf``, or ""."""
+    try:
+        text = (certs_dir / "renewal" / f"{name}.conf").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "server":
+            return value.strip()
+    return ""
+
+
+def read_lineages(certs_dir: Path) -> tuple[dict[str, Certificate], list[Problem]]:
+    """Every usable lineage under ``certs_dir/live``, keyed by lineage name."""
+    live = certs_dir / "live"
+    found: dict[str, Certificate] = {}
+    problems: list[Problem] = []
+    try:
+        entries = sorted(os.listdir(live))
+    except FileNotFoundError:
+        return found, problems
+    for name in entries:
+        base = live / name
+        if not base.is_dir():
+            continue
+        cert_path, chain, key = base / "cert.pem", base / "fullchain.pem", base / "privkey.pem"
+        if not (cert_path.exists() and chain.exists() and key.exists()):
+            problems.append(Problem(f"certificate {base}", "incomplete lineage (cert, fullchain or privkey missing)"))
+            continue
+        try:
+            cert = parse_certificate(cert_path.read_bytes(), name, str(chain), str(key))
+            found[name] = replace(cert, acme_server=renewal_server(certs_dir, name))
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(f"certificate {cert_path}", f"unreadable: {exc}"))
+    return found, problems

@@ -1,0 +1,251 @@
+"""The only module that imports ``docker``. Translates SDK objects into ``model`` types
+and SDK exceptions into ``errors`` at once.
+
+Honours ``DOCKER_HOST`` (and the other ``DOCKER_*`` variables) through
+``docker.from_env``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .errors import ConfigError, DockerUnavailable
+from .model import ContainerInfo
+
+log = logging.getLogger(__name__)
+
+_CONTAINER_ID = re.compile(r"/(?:docker/)?containers/([0-9a-f]{64})/")
+_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None  # None: timed out and killed
+    output: str
+
+
+def _info(raw: Mapping[str, Any]) -> ContainerInfo:
+    """From one entry of ``GET /containers/json`` (one call lists everything)."""
+    name = (raw.get("Names") or ["/" + raw["Id"][:12]])[0].lstrip("/")
+    nets = ((raw.get("NetworkSettings") or {}).get("Networks") or {})
+    ports = sorted({p["PrivatePort"] for p in raw.get("Ports") or [] if p.get("Type", "tcp") == "tcp"})
+    return ContainerInfo(
+        id=raw["Id"],
+        name=name,
+        labels=dict(raw.get("Labels") or {}),
+        networks={n: (v or {}).get("IPAddress", "") for n, v in nets.items()},
+        exposed_ports=tuple(ports),
+        created=f"{int(raw.get('Created') or 0):012d}",
+        running=raw.get("State") == "running",
+    )
+
+
+class Docker:
+    """A thin, typed facade over the Docker API."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        try:
+            self._client = docker.from_env(timeout=int(timeout))
+            self._client.ping()
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"cannot reach the Docker API ({os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}): {exc}") from exc
+        self._events_lock = threading.Lock()
+        self._events: Any = None
+
+    # -- reading ---------------------------------------------------------------
+    def list_containers(self) -> list[ContainerInfo]:
+        try:
+            return [_info(c) for c in self._client.api.containers()]
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"listing containers failed: {exc}") from exc
+
+    def find_container(self, name_or_id: str) -> ContainerInfo | None:
+        try:
+            raw = self._client.api.containers(filters={"id": name_or_id}) or [
+                c for c in self._client.api.containers(filters={"name": name_or_id})
+                if name_or_id in [n.lstrip("/") for n in c.get("Names") or []]
+            ]
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"looking up container {name_or_id} failed: {exc}") from exc
+        return _info(raw[0]) if raw else None
+
+    def find_by_label(self, label: str) -> list[ContainerInfo]:
+        try:
+            return [_info(c) for c in self._client.api.containers(filters={"label": label})]
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"listing containers by label failed: {exc}") from exc
+
+    def own_container_id(self, configured: str | None) -> str | None:
+        """This process's container: from settings, /proc/self/mountinfo, or HOSTNAME."""
+        if configured:
+            found = self.find_container(configured)
+            if found is None:
+                raise ConfigError(f"SIDECAR_CONTAINER={configured!r}: no such running container")
+            return found.id
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+                match = _CONTAINER_ID.search(fh.read())
+            if match and self.find_container(match.group(1)):
+                return match.group(1)
+        except OSError:
+            pass
+        host = os.environ.get("HOSTNAME", "")
+        if re.fullmatch(r"[0-9a-f]{12,64}", host):
+            found = self.find_container(host)
+            if found is not None:
+                return found.id
+        return None
+
+    def mounts_for(self, container_id: str, destinations: list[str]) -> dict[str, dict[str, str]]:
+        """Volume binds (as ``containers.run(volumes=...)`` wants) for the given mount points."""
+        try:
+            mounts = self._client.api.inspect_container(container_id).get("Mounts") or []
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"inspecting container {container_id[:12]} failed: {exc}") from exc
+        binds: dict[str, dict[str, str]] = {}
+        for dest in destinations:
+            mount = next((m for m in mounts if m.get("Destination") == dest), None)
+            if mount is None:
+                raise ConfigError(
+                    f"the sidecar container has no volume mounted at {dest}; mount the shared volume there"
+                )
+            source = mount.get("Name") if mount.get("Type") == "volume" else mount.get("Source")
+            binds[source] = {"bind": dest, "mode": "rw"}
+        return binds
+
+    # -- exec ------------------------------------------------------------------
+    def exec(self, container_id: str, cmd: list[str]) -> ExecResult:
+        try:
+            result = self._client.api.exec_create(container_id, cmd, stdout=True, stderr=True)
+            output = self._client.api.exec_start(result["Id"])
+            code = self._client.api.exec_inspect(result["Id"]).get("ExitCode")
+        except docker.errors.NotFound as exc:
+            raise DockerUnavailable(f"container {container_id[:12]} is gone: {exc}") from exc
+        except docker.errors.APIError as exc:
+            raise DockerUnavailable(f"exec {' '.join(cmd)} failed: {exc.explanation or exc}") from exc
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"exec {' '.join(cmd)} failed: {exc}") from exc
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        return ExecResult(exit_code=int(code if code is not None else -1), output=text)
+
+    # -- sibling containers ----------------------------------------------------
+    def ensure_image(self, image: str) -> None:
+        try:
+            self._client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"inspecting image {image} failed: {exc}") from exc
+        log.info("pulling image %s", image)
+        try:
+            self._client.images.pull(image)
+        except docker.errors.NotFound as exc:
+            raise ConfigError(f"CERTBOT_IMAGE={image!r}: image not found locally or in its registry") from exc
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"pulling {image} failed: {exc}") from exc
+
+    def run_once(
+        self,
+        image: str,
+        args: list[str],
+        *,
+        volumes: Mapping[str, Mapping[str, str]],
+        environment: Mapping[str, str],
+        network_mode: str | None,
+        labels: Mapping[str, str],
+        timeout: float,
+        name: str | None = None,
+    ) -> RunResult:
+        """Run a container to completion; return its exit code and combined output. Always removed."""
+        container = None
+        try:
+            container = self._client.containers.run(
+                image,
+                args,
+                detach=True,
+                name=name,
+                volumes={k: dict(v) for k, v in volumes.items()},
+                environment=dict(environment),
+                network_mode=network_mode,
+                labels=dict(labels),
+                tmpfs={"/var/lib/letsencrypt": "", "/var/log/letsencrypt": "", "/tmp": ""},
+                cap_drop=["ALL"],
+                cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
+                security_opt=["no-new-privileges:true"],
+                read_only=True,
+                mem_limit="256m",
+                pids_limit=128,
+            )
+            try:
+                status = container.wait(timeout=timeout)
+                code: int | None = int(status.get("StatusCode", -1))
+            except requests.exceptions.ReadTimeout:
+                container.kill()
+                code = None
+            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            return RunResult(code, output)
+        except docker.errors.ImageNotFound as exc:
+            raise ConfigError(f"image {image} not found") from exc
+        except docker.errors.APIError as exc:
+            raise DockerUnavailable(f"running {image} failed: {exc.explanation or exc}") from exc
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"running {image} failed: {exc}") from exc
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except _DOCKER_ERRORS:
+                    pass
+
+    def remove_labelled(self, label: str) -> int:
+        """Remove leftover containers carrying ``label`` (from a sidecar that died mid-run)."""
+        try:
+            leftovers = self._client.containers.list(all=True, filters={"label": label})
+            for c in leftovers:
+                c.remove(force=True)
+            return len(leftovers)
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"removing leftover containers failed: {exc}") from exc
+
+    # -- events ----------------------------------------------------------------
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Container and network events, decoded. Ends (or raises) when the stream breaks."""
+        try:
+            stream = self._client.events(decode=True, filters={"type": ["container", "network"]})
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"subscribing to events failed: {exc}") from exc
+        with self._events_lock:
+            self._events = stream
+        try:
+            for event in stream:
+                yield event
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"event stream broke: {exc}") from exc
+        finally:
+            with self._events_lock:
+                self._events = None
+
+    def close_events(self) -> None:
+        with self._events_lock:
+            if self._events is not None:
+                try:
+                    self._events.close()
+                except Exception:  # noqa: BLE001 - closing a broken stream must not fail shutdown
+                    pass
+

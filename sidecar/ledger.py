@@ -1,0 +1,110 @@
+"""What must survive a restart: failed attempts (back-off, CA retry times) and the
+history of issued certificates, kept as one JSON file in ``STATE_DIR``.
+
+Written atomically; a corrupt file is moved aside and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .nginx import atomic_write
+from .planner import Attempt
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEEP = timedelta(days=8)  # longer than any CA rate-limit window
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass
+class Ledger:
+    path: Path
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    # lineage name -> list of (issued at, names) for every certificate obtained
+    issued: list[tuple[datetime, str, tuple[str, ...]]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> "Ledger":
+        ledger = cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            for name, a in (data.get("attempts") or {}).items():
+                ledger.attempts[name] = Attempt(
+                    failures=int(a.get("failures", 0)),
+                    last_failure=_dt(a.get("last_failure")),
+                    last_error=str(a.get("last_error", "")),
+                    domains=tuple(a.get("domains") or ()),
+                    not_before=_dt(a.get("not_before")),
+                )
+            for item in data.get("issued") or []:
+                at = _dt(item.get("at"))
+                if at is not None:
+                    ledger.issued.append((at, str(item.get("name", "")), tuple(item.get("domains") or ())))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            aside = path.with_suffix(".corrupt")
+            try:
+                os.replace(path, aside)
+            except OSError:
+                pass
+            log.error("state file %s is unreadable (%s); moved to %s and starting fresh", path, exc, aside)
+            ledger = cls(path)
+        return ledger
+
+    def save(self) -> None:
+        data = {
+            "version": 1,
+            "attempts": {
+                name: {
+                    "failures": a.failures,
+                    "last_failure": _iso(a.last_failure),
+                    "last_error": a.last_error,
+                    "domains": list(a.domains),
+                    "not_before": _iso(a.not_before),
+                }
+                for name, a in sorted(self.attempts.items())
+            },
+            "issued": [
+                {"at": at.isoformat(), "name": name, "domains": list(domains)}
+                for at, name, domains in self.issued
+            ],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def record_success(self, name: str, domains: tuple[str, ...], now: datetime, issued: bool) -> None:
+        self.attempts.pop(name, None)
+        if issued:
+            self.issued.append((now, name, domains))
+        self.issued = [i for i in self.issued if now - i[0] < HISTORY_KEEP]
+
+    def record_failure(
+        self, name: str, domains: tuple[str, ...], now: datetime, error: str, not_before: datetime | None
+    ) -> Attempt:
+        previous = self.attempts.get(name)
+        failures = (previous.failures if previous and previous.domains == domains else 0) + 1
+        attempt = Attempt(failures=failures, last_failure=now, last_error=error, domains=domains,
+                          not_before=not_before)
+        self.attempts[name] = attempt
+        return attempt
+
+    def forget(self, keep: set[str]) -> None:
+        """Drop attempts for lineages no site wants any more."""
+        for name in list(self.attempts):
+            if name not in keep:
+                del self.attempts[name]

@@ -1,0 +1,165 @@
+"""Apply rendered files to nginx, transactionally (certbot's Installer contract).
+
+write atomically (temp + fsync + rename) -> ``nginx -t`` -> reload only if it
+passed. When the test fails because of one of the sidecar's site files, that
+file alone is rolled back (the other sites still go live) and reported; when it
+fails for any other reason, every file is restored to what it was before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Protocol
+
+from .errors import NginxError
+from .render import GLOBAL_FILE, OWNED_PREFIX
+
+log = logging.getLogger(__name__)
+
+_FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
+
+
+class NginxControl(Protocol):
+    def test(self) -> tuple[bool, str]: ...
+
+    def reload(self) -> tuple[bool, str]: ...
+
+
+@dataclass
+class ApplyResult:
+    changed: bool = False
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    # file name -> one-line nginx error, for site files that were held back
+    rejected: dict[str, str] = field(default_factory=dict)
+    reloaded: bool = False
+
+
+def atomic_write(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` so readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=".sidecar-tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def owned_files(conf_dir: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(conf_dir))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if name.startswith(OWNED_PREFIX) and name.endswith(".conf"):
+            try:
+                found[name] = (conf_dir / name).read_text(encoding="utf-8")
+            except OSError:
+                found[name] = ""
+    return found
+
+
+def first_error_line(output: str) -> str:
+    for line in output.splitlines():
+        if "[emerg]" in line or "[alert]" in line or "[crit]" in line or "[error]" in line:
+            return line.split("] ", 1)[-1].strip()[:300]
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no output")[:300]
+
+
+def _set(conf_dir: Path, name: str, content: str | None) -> None:
+    path = conf_dir / name
+    if content is None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    else:
+        atomic_write(path, content)
+
+
+def apply(
+    conf_dir: Path,
+    wanted: Mapping[str, str],
+    control: NginxControl,
+    on_reject: Callable[[str, str], None] | None = None,
+    max_isolations: int = 20,
+) -> ApplyResult:
+    """Make the owned files in ``conf_dir`` equal ``wanted``; test; reload."""
+    before = owned_files(conf_dir)
+    result = ApplyResult()
+    target = dict(wanted)
+    if target == before:
+        return result
+    conf_dir.mkdir(parents=True, exist_ok=True)
+
+    def put(files: Mapping[str, str]) -> None:
+        current = owned_files(conf_dir)
+        for name, content in files.items():
+            if current.get(name) != content:
+                _set(conf_dir, name, content)
+        for name in current:
+            if name not in files:
+                _set(conf_dir, name, None)
+
+    put(target)
+    for _ in range(max_isolations + 1):
+        ok, output = control.test()
+        if ok:
+            break
+        culprit = next(
+            (Path(m.group(1)).name for m in _FILE_IN_ERROR.finditer(output)
+             if Path(m.group(1)).name.startswith(OWNED_PREFIX)),
+            None,
+        )
+        reason = first_error_line(output)
+        if culprit is None or culprit == GLOBAL_FILE or before.get(culprit) == target.get(culprit):
+            # Not something this pass changed: put everything back as it was.
+            put(before)
+            raise NginxError(f"nginx -t failed, previous configuration restored: {reason}", output)
+        # Hold back this one file (its previous version, if any, stays).
+        result.rejected[culprit] = reason
+        if on_reject is not None:
+            on_reject(culprit, reason)
+        if culprit in before:
+            target[culprit] = before[culprit]
+        else:
+            target.pop(culprit, None)
+        put(target)
+    else:
+        put(before)
+        raise NginxError("nginx -t kept failing, previous configuration restored", output)
+
+    after = owned_files(conf_dir)
+    result.written = sorted(n for n in after if before.get(n) != after[n])
+    result.removed = sorted(n for n in before if n not in after)
+    result.changed = bool(result.written or result.removed)
+    if not result.changed:
+        return result
+    ok, output = control.reload()
+    if not ok:
+        raise NginxError(f"nginx -s reload failed: {first_error_line(output)}", output)
+    result.reloaded = True
+    return result

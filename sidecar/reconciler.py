@@ -1,0 +1,509 @@
+"""The level-triggered loop: triggers poke it, every pass works from full snapshots.
+
+    Docker events ─┐
+    sites file  ───┼─> poke() ─> debounce ─> pass: snapshot -> desired -> plan -> act
+    timer       ───┘
+
+One worker thread runs passes, so certbot runs and nginx reloads never race.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from . import certbot, certs, desired, labels, nginx, render, sitesfile
+from .docker_api import Docker
+from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
+from .ledger import Ledger
+from .model import ContainerInfo, DesiredState, Problem, Site
+from .planner import Action, Decision, Policy, plan
+from .settings import Settings
+
+log = logging.getLogger("sidecar")
+
+MAX_SLEEP = timedelta(minutes=5)
+CA_BUNDLE_NAME = "sidecar-ca-bundle.pem"
+STATUS_FILE = "status.json"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DockerNginx:
+    """``nginx -t`` / ``nginx -s reload`` through ``docker exec``."""
+
+    def __init__(self, docker: Docker, container_id: str) -> None:
+        self.docker = docker
+        self.container_id = container_id
+
+    def test(self) -> tuple[bool, str]:
+        r = self.docker.exec(self.container_id, ["nginx", "-t"])
+        return r.exit_code == 0, r.output
+
+    def reload(self) -> tuple[bool, str]:
+        r = self.docker.exec(self.container_id, ["nginx", "-s", "reload"])
+        return r.exit_code == 0, r.output
+
+
+class _SitesFileHandler(FileSystemEventHandler):
+    def __init__(self, path: Path, poke: Callable[[str], None]) -> None:
+        self.path = str(path)
+        self.poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
+        if self.path in paths:
+            self.poke("sites file changed")
+
+
+@dataclass
+class _Memory:
+    """What the previous passes saw, to log changes once instead of every pass."""
+
+    problems: set[str] = field(default_factory=set)
+    sites: dict[str, Site] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+    file_sites: list[Site] | None = None
+    file_problems: list[Problem] = field(default_factory=list)
+    file_text: str | None = None
+    file_error: str = ""
+    nginx_traits: render.NginxTraits | None = None
+    nginx_id: str = ""
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, docker: Docker, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.docker = docker
+        self.clock = clock
+        self.ledger = Ledger.load(settings.state_dir / "ledger.json")
+        self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server)
+        self.memory = _Memory()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._reasons: list[str] = []
+        self._lock = threading.Lock()
+        self.own_id: str | None = None
+        self.certbot_volumes: dict[str, dict[str, str]] = {}
+        self.passes = 0
+
+    # -- triggers --------------------------------------------------------------
+    def poke(self, reason: str) -> None:
+        with self._lock:
+            self._reasons.append(reason)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.docker.close_events()
+
+    def _watch_events(self) -> None:
+        interesting = {"start", "die", "stop", "destroy", "rename", "update", "pause", "unpause", "connect", "disconnect"}
+        retry = Retrying(
+            wait=wait_exponential(multiplier=1, min=1, max=30),
+            retry=retry_if_exception_type(DockerUnavailable),
+            stop=stop_never,
+            before_sleep=lambda rs: log.warning("Docker event stream lost (%s); reconnecting", rs.outcome.exception()),
+            reraise=True,
+        )
+
+        def follow() -> None:
+            self.poke("event stream (re)connected")
+            for event in self.docker.events():
+                if self._stop.is_set():
+                    return
+                action = str(event.get("Action") or event.get("status") or "").split(":")[0]
+                if action in interesting:
+                    self.poke(f"docker {event.get('Type')} {action}")
+            if not self._stop.is_set():
+                raise DockerUnavailable("event stream ended")
+
+        try:
+            retry(follow)
+        except Exception as exc:  # noqa: BLE001 - the watcher thread must never die silently
+            if not self._stop.is_set():
+                log.error("Docker event watcher stopped: %s", exc)
+
+    def _watch_sites_file(self) -> Observer | None:
+        path = self.settings.sites_file
+        if path is None:
+            return None
+        parent = path.parent
+        if not parent.is_dir():
+            log.error("SITES_FILE=%s: directory %s does not exist; the sites file is not watched", path, parent)
+            return None
+        observer = Observer()
+        observer.schedule(_SitesFileHandler(path, self.poke), str(parent), recursive=False)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    # -- start-up --------------------------------------------------------------
+    def prepare(self) -> None:
+        s = self.settings
+        for d in (s.certs_dir, s.webroot_dir, s.conf_dir, s.state_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        (s.webroot_dir / ".well-known" / "acme-challenge").mkdir(parents=True, exist_ok=True)
+        self.own_id = self.docker.own_container_id(s.sidecar_container)
+        if self.own_id:
+            self.certbot_volumes = self.docker.mounts_for(self.own_id, [str(s.certs_dir), str(s.webroot_dir)])
+        else:
+            log.warning("not running in a container (or it could not be found): certbot gets host paths %s and %s",
+                        s.certs_dir, s.webroot_dir)
+            self.certbot_volumes = {str(s.certs_dir): {"bind": str(s.certs_dir), "mode": "rw"},
+                                    str(s.webroot_dir): {"bind": str(s.webroot_dir), "mode": "rw"}}
+        removed = self.docker.remove_labelled(f"{s.managed_label}=certbot")
+        if removed:
+            log.info("removed %d leftover certbot container(s) from an earlier run", removed)
+        self.docker.ensure_image(s.certbot_image)
+
+    def find_nginx(self, containers: list[ContainerInfo]) -> ContainerInfo | None:
+        s = self.settings
+        if s.nginx_container:
+            want = s.nginx_container
+            return next((c for c in containers if c.name == want or c.id.startswith(want)), None)
+        marked = [c for c in containers if c.labels.get(s.nginx_label, "").lower() in ("true", "1", "yes")]
+        if len(marked) > 1:
+            log.warning("several containers carry %s=true (%s); using %s", s.nginx_label,
+                        ", ".join(c.name for c in marked), marked[0].name)
+        return marked[0] if marked else None
+
+    def probe_nginx(self, nginx_id: str) -> render.NginxTraits:
+        if self.memory.nginx_id == nginx_id and self.memory.nginx_traits is not None:
+            return self.memory.nginx_traits
+        version = self.docker.exec(nginx_id, ["nginx", "-V"]).output
+        v6 = self.docker.exec(nginx_id, ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"])
+        traits = render.NginxTraits(
+            ipv6=v6.exit_code == 0 and v6.output.strip() == "0",
+            post_quantum=_openssl_at_least(version, (3, 5)),
+        )
+        self.memory.nginx_id, self.memory.nginx_traits = nginx_id, traits
+        log.info("nginx container %s: %s; IPv6 listeners %s; post-quantum key exchange %s",
+                 nginx_id[:12], (version.splitlines() or ["?"])[0].strip(),
+                 "on" if traits.ipv6 else "off", "on" if traits.post_quantum else "off")
+        return traits
+
+    # -- one pass --------------------------------------------------------------
+    def _file_sites(self) -> tuple[list[Site], list[Problem]]:
+        path = self.settings.sites_file
+        if path is None:
+            return [], []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._keep_last_good(f"sites file {path}: unreadable: {exc}")
+        if text == self.memory.file_text and self.memory.file_sites is not None:
+            return self.memory.file_sites, self.memory.file_problems
+        try:
+            sites, problems = sitesfile.parse_sites_file(text, str(path))
+        except InputError as exc:
+            return self._keep_last_good(str(exc))
+        if self.memory.file_error:
+            log.info("sites file %s is valid again", path)
+        self.memory.file_text, self.memory.file_sites, self.memory.file_problems = text, sites, problems
+        self.memory.file_error = ""
+        return sites, problems
+
+    def _keep_last_good(self, error: str) -> tuple[list[Site], list[Problem]]:
+        if error != self.memory.file_error:
+            kept = self.memory.file_sites or []
+            log.error("%s; keeping the last good version (%d site%s)", error, len(kept), "" if len(kept) == 1 else "s")
+            self.memory.file_error = error
+        return self.memory.file_sites or [], self.memory.file_problems
+
+    def snapshot(self) -> tuple[DesiredState, ContainerInfo | None]:
+        containers = self.docker.list_containers()
+        nginx_c = self.find_nginx(containers)
+        nginx_networks = list(nginx_c.networks) if nginx_c else []
+        label_sites, label_problems = labels.sites_from_containers(
+            [c for c in containers if nginx_c is None or c.id != nginx_c.id], self.settings.label_prefix, nginx_networks
+        )
+        file_sites, file_problems = self._file_sites()
+        return desired.merge(file_sites, label_sites, label_problems + file_problems), nginx_c
+
+    def _report(self, state: DesiredState) -> None:
+        now_problems = {str(p) for p in state.problems}
+        for p in sorted(now_problems - self.memory.problems):
+            log.error("%s", p)
+        for p in sorted(self.memory.problems - now_problems):
+            log.info("resolved: %s", p)
+        self.memory.problems = now_problems
+        current = state.by_name()
+        for name, site in current.items():
+            before = self.memory.sites.get(name)
+            if before is None:
+                log.info("site %s: added from %s (%s -> %s)", name, site.source, ", ".join(site.domains),
+                         ", ".join(u.url for u in site.upstreams))
+            elif before.domains != site.domains or before.upstreams != site.upstreams:
+                log.info("site %s: changed (%s -> %s)", name, ", ".join(site.domains),
+                         ", ".join(u.url for u in site.upstreams))
+        for name, site in self.memory.sites.items():
+            if name not in current:
+                log.info("site %s: removed (%s is gone); its certificate stays in %s for reuse",
+                         name, site.source, self.settings.certs_dir / "live" / name)
+        self.memory.sites = dict(current)
+
+    def _apply(self, state: DesiredState, nginx_c: ContainerInfo) -> None:
+        lineages, cert_problems = certs.read_lineages(self.settings.certs_dir)
+        for p in cert_problems:
+            log.warning("%s", p)
+        traits = self.probe_nginx(nginx_c.id)
+        wanted = render.render_all(state.sites, lineages, str(self.settings.webroot_dir), traits)
+        control = DockerNginx(self.docker, nginx_c.id)
+
+        def rejected(filename: str, reason: str) -> None:
+            log.error("nginx rejected %s, that site is held back (other sites unaffected): %s", filename, reason)
+
+        try:
+            result = nginx.apply(self.settings.conf_dir, wanted, control, on_reject=rejected)
+        except NginxError as exc:
+            log.error("%s", exc)
+            return
+        live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
+        by_file = {render.site_filename(s.name): s for s in state.sites}
+        for filename in sorted(live - self.memory.live):
+            site = by_file.get(filename)
+            if site is not None:
+                names = [d for d in site.domains if d in lineages[site.name].names]
+                log.info("site %s: live on %s", site.name, ", ".join(f"https://{d}" for d in names))
+        if result.reloaded:
+            log.debug("nginx reloaded (%d written, %d removed)", len(result.written), len(result.removed))
+        self.memory.live = live
+
+    def _certbot_env(self) -> dict[str, str]:
+        bundle = self.settings.acme_ca_bundle
+        if bundle is None:
+            return {}
+        target = self.settings.certs_dir / CA_BUNDLE_NAME
+        try:
+            data = bundle.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"ACME_CA_BUNDLE={bundle}: cannot read it: {exc}") from exc
+        if not target.exists() or target.read_bytes() != data:
+            nginx.atomic_write(target, data.decode("utf-8", "replace"))
+        return {"REQUESTS_CA_BUNDLE": str(target)}
+
+    def _drop_account(self) -> None:
+        url = urlsplit(self.settings.acme_server)
+        path = self.settings.certs_dir / "accounts" / url.netloc / url.path.strip("/")
+        if path.is_dir():
+            shutil.rmtree(path)
+            log.warning("the ACME server no longer knows the stored account; registering a new one")
+
+    def _run_certbot(self, decision: Decision) -> certbot.Outcome:
+        site = decision.site
+        args = certbot.arguments(self.settings, site.name, site.domains, decision.action)
+        env = self._certbot_env()
+        for attempt in range(2):
+            result = self.docker.run_once(
+                self.settings.certbot_image,
+                args,
+                volumes=self.certbot_volumes,
+                environment=env,
+                network_mode=f"container:{self.own_id}" if self.own_id else None,
+                labels={self.settings.managed_label: "certbot", "nginx-acme-sidecar.site": site.name},
+                timeout=self.settings.certbot_timeout_seconds,
+            )
+            outcome = certbot.classify(result.exit_code, result.output, self.clock())
+            if outcome.failure == certbot.Failure.ACCOUNT_MISSING and attempt == 0:
+                self._drop_account()
+                continue
+            if not outcome.ok:
+                log.debug("certbot output for %s:\n%s", site.name, result.output)
+            return outcome
+        return outcome
+
+    def _obtain(self, decision: Decision) -> bool:
+        site = decision.site
+        verb = {Action.ISSUE: "requesting", Action.EXPAND: "updating", Action.REKEY: "replacing",
+                Action.RENEW: "renewing"}[decision.action]
+        log.info("site %s: %s certificate for %s (%s)", site.name, verb, ", ".join(site.domains), decision.reason)
+        started = time.monotonic()
+        try:
+            outcome = self._run_certbot(decision)
+        except ConfigError as exc:
+            outcome = certbot.Outcome(False, str(exc), certbot.Failure.UNKNOWN)
+        except DockerUnavailable as exc:
+            outcome = certbot.Outcome(False, str(exc), certbot.Failure.TRANSIENT)
+        now = self.clock()
+        if outcome.ok:
+            self.ledger.record_success(site.name, site.domains, now, issued=not outcome.kept)
+            self.ledger.save()
+            lineages, _ = certs.read_lineages(self.settings.certs_dir)
+            cert = lineages.get(site.name)
+            if cert is not None:
+                from .planner import renewal_time
+
+                log.info("site %s: certificate %s in %.1fs by %s, valid until %s UTC; renewal planned %s UTC",
+                         site.name, "kept" if outcome.kept else "issued", time.monotonic() - started,
+                         cert.issuer, f"{cert.not_after:%Y-%m-%d %H:%M}", f"{renewal_time(cert):%Y-%m-%d %H:%M}")
+            return True
+        attempt = self.ledger.record_failure(site.name, site.domains, now, outcome.summary, outcome.retry_after)
+        self.ledger.save()
+        from .planner import backoff_delay
+
+        retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures)]))
+        log.error("site %s: certificate request failed (%s): %s; next attempt %s UTC",
+                  site.name, outcome.failure.value if outcome.failure else "error", outcome.summary,
+                  f"{retry:%Y-%m-%d %H:%M:%S}")
+        return False
+
+    def run_pass(self) -> datetime | None:
+        """One full reconcile. Returns when the next pass is due (None: only on events)."""
+        self.passes += 1
+        state, nginx_c = self.snapshot()
+        self._report(state)
+        if nginx_c is None:
+            key = "nginx container not found"
+            if key not in self.memory.problems:
+                how = (f"NGINX_CONTAINER={self.settings.nginx_container}" if self.settings.nginx_container
+                       else f"a running container labelled {self.settings.nginx_label}=true")
+                log.error("%s: looking for %s; waiting for it to start", key, how)
+                self.memory.problems.add(key)
+            self._write_status(state, None)
+            return self.clock() + MAX_SLEEP
+        self.memory.problems.discard("nginx container not found")
+        self._apply(state, nginx_c)
+
+        lineages, _ = certs.read_lineages(self.settings.certs_dir)
+        self.ledger.forget({s.name for s in state.sites})
+        the_plan = plan(state.sites, lineages, self.ledger.attempts, self.policy, self.clock())
+        self._write_status(state, the_plan)
+        for decision in the_plan.to_run:
+            if self._stop.is_set():
+                break
+            if self._obtain(decision):
+                self._apply(state, nginx_c)
+        if the_plan.to_run:
+            lineages, _ = certs.read_lineages(self.settings.certs_dir)
+            the_plan = plan(state.sites, lineages, self.ledger.attempts, self.policy, self.clock())
+            self._write_status(state, the_plan)
+        return the_plan.next_wakeup
+
+    def _write_status(self, state: DesiredState, the_plan: object) -> None:
+        decisions = getattr(the_plan, "decisions", ()) or ()
+        data = {
+            "updated": self.clock().isoformat(),
+            "acme_server": self.settings.acme_server,
+            "sites": [
+                {
+                    "name": d.site.name,
+                    "domains": list(d.site.domains),
+                    "source": d.site.source,
+                    "upstreams": [u.url for u in d.site.upstreams],
+                    "state": d.action.value,
+                    "reason": d.reason,
+                    "at": d.at.isoformat() if d.at else None,
+                    "live": render.site_filename(d.site.name) in self.memory.live,
+                }
+                for d in decisions
+            ],
+            "problems": sorted(str(p) for p in state.problems),
+        }
+        try:
+            nginx.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
+        except OSError as exc:
+            log.warning("cannot write status file: %s", exc)
+
+    # -- the loop --------------------------------------------------------------
+    def run_forever(self) -> None:
+        self.prepare()
+        observer = self._watch_sites_file()
+        threading.Thread(target=self._watch_events, name="docker-events", daemon=True).start()
+        self._announce()
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                self._wake.wait()
+                # Debounce: let a burst of triggers settle, then take one snapshot.
+                while not self._stop.is_set():
+                    self._wake.clear()
+                    if not self._wake.wait(self.settings.debounce_seconds):
+                        break
+                if self._stop.is_set():
+                    break
+                with self._lock:
+                    reasons, self._reasons = self._reasons, []
+                log.debug("pass triggered by: %s", "; ".join(dict.fromkeys(reasons)) or "timer")
+                try:
+                    next_due = self.run_pass()
+                    failures = 0
+                except DockerUnavailable as exc:
+                    failures += 1
+                    delay = min(2 ** failures, 60)
+                    log.error("Docker API unavailable (%s); retrying in %ds", exc, delay)
+                    next_due = self.clock() + timedelta(seconds=delay)
+                except SidecarError as exc:
+                    failures += 1
+                    log.error("pass failed: %s", exc)
+                    next_due = self.clock() + timedelta(seconds=min(2 ** failures, 300))
+                self._arm_timer(next_due)
+        finally:
+            if observer is not None:
+                observer.stop()
+
+    def _arm_timer(self, next_due: datetime | None) -> None:
+        now = self.clock()
+        due = min(next_due, now + MAX_SLEEP) if next_due else now + MAX_SLEEP
+        delay = max((due - now).total_seconds(), 1.0)
+
+        def fire() -> None:
+            self.poke("timer")
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        if getattr(self, "_timer", None) is not None:
+            self._timer.cancel()
+        self._timer = timer
+        timer.start()
+
+    def _announce(self) -> None:
+        s = self.settings
+        p = s.label_prefix
+        log.info("ready: ACME server %s, certbot image %s, labels %s.domains / %s.port%s",
+                 s.acme_server, s.certbot_image, p, p, f", sites file {s.sites_file}" if s.sites_file else "")
+        log.info("add a site: docker run -d --network <a network nginx is on> -l %s.domains=example.com "
+                 "-l %s.port=8080 <image>", p, p)
+
+
+def _openssl_at_least(nginx_v: str, wanted: tuple[int, int]) -> bool:
+    import re
+
+    match = re.search(r"(?:running with|built with) OpenSSL (\d+)\.(\d+)", nginx_v)
+    if not match:
+        return False
+    return (int(match.group(1)), int(match.group(2))) >= wanted
+
+
+def health(settings: Settings, max_age: timedelta = timedelta(minutes=15)) -> tuple[bool, str]:
+    path = settings.state_dir / STATUS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        updated = datetime.fromisoformat(data["updated"])
+    except (OSError, ValueError, KeyError) as exc:
+        return False, f"no status yet ({exc})"
+    age = utcnow() - updated
+    if age > max_age:
+        return False, f"last pass {int(age.total_seconds())}s ago"
+    return True, f"ok: {len(data.get('sites', []))} sites, last pass {int(age.total_seconds())}s ago"
+
+
+__all__ = ["Reconciler", "health", "os"]

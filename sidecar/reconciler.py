@@ -38,6 +38,7 @@ log = logging.getLogger("sidecar")
 MAX_SLEEP = timedelta(minutes=5)
 CA_BUNDLE_NAME = "sidecar-ca-bundle.pem"
 STATUS_FILE = "status.json"
+LAST_GOOD_SITES = "sites-last-good.yml"
 
 
 def utcnow() -> datetime:
@@ -220,9 +221,23 @@ class Reconciler:
             log.info("sites file %s is valid again", path)
         self.memory.file_text, self.memory.file_sites, self.memory.file_problems = text, sites, problems
         self.memory.file_error = ""
+        last_good = self.settings.state_dir / LAST_GOOD_SITES
+        try:
+            if not last_good.exists() or last_good.read_text(encoding="utf-8") != text:
+                nginx.atomic_write(last_good, text)
+        except OSError as exc:
+            log.warning("cannot keep a copy of the sites file in %s: %s", last_good, exc)
         return sites, problems
 
     def _keep_last_good(self, error: str) -> tuple[list[Site], list[Problem]]:
+        if self.memory.file_sites is None:
+            # Just started with a broken file: fall back to the copy kept by the previous run.
+            try:
+                text = (self.settings.state_dir / LAST_GOOD_SITES).read_text(encoding="utf-8")
+                sites, problems = sitesfile.parse_sites_file(text, str(self.settings.sites_file))
+                self.memory.file_sites, self.memory.file_problems = sites, problems
+            except (OSError, InputError):
+                pass
         if error != self.memory.file_error:
             kept = self.memory.file_sites or []
             log.error("%s; keeping the last good version (%d site%s)", error, len(kept), "" if len(kept) == 1 else "s")

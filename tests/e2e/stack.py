@@ -1,0 +1,228 @@
+"""Helpers for the end-to-end tests: a real Compose project of the local demo
+(Pebble, nginx, the sidecar, two apps) on a private network and 127.0.0.1 ports.
+
+Nothing here is faked: certificates come from Pebble over real HTTP-01 against
+nginx, fetched by the real certbot image the sidecar starts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import docker
+from cryptography import x509
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "local-demo"
+IMAGES = {
+    "NGINX_IMAGE": "local/nginx:stable",
+    "CERTBOT_IMAGE": "local/certbot:v4.0.0",
+    "APP_IMAGE": "local/app:test",
+    "PEBBLE_IMAGE": "local/pebble:test",
+    "SIDECAR_IMAGE": "local/nginx-acme-sidecar:test",
+}
+ARTIFACTS = ROOT / ".artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with the last error otherwise."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except Exception as exc:  # noqa: BLE001 - polling until it works
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: str
+    cert: x509.Certificate
+
+
+@dataclass
+class Stack:
+    project: str
+    network: str
+    http_port: int
+    https_port: int
+    mgmt_port: int
+    sites_dir: Path
+    env: dict[str, str]
+    client: docker.DockerClient
+    root_pem: str = ""
+    started: list[str] = field(default_factory=list)
+
+    # -- compose ---------------------------------------------------------------
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = ["docker", "compose", "-p", self.project, "-f", str(DEMO / "compose.yml"), *args]
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def container(self, service: str) -> Any:
+        found = self.client.containers.list(
+            all=True,
+            filters={"label": [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]},
+        )
+        assert found, f"no container for service {service}"
+        return found[0]
+
+    def logs(self, service: str = "sidecar", since: float | None = None) -> str:
+        kwargs: dict[str, Any] = {"stdout": True, "stderr": True}
+        if since is not None:
+            kwargs["since"] = int(since)
+        return self.container(service).logs(**kwargs).decode("utf-8", "replace")
+
+    def exec(self, service: str, *cmd: str) -> tuple[int, str]:
+        code, out = self.container(service).exec_run(list(cmd))
+        return code, out.decode("utf-8", "replace")
+
+    # -- apps ------------------------------------------------------------------
+    def run_app(self, name: str, labels: dict[str, str], text: str) -> Any:
+        c = self.client.containers.run(
+            IMAGES["APP_IMAGE"],
+            ["-listen=:5678", f"-text={text}"],
+            name=f"{self.project}-{name}",
+            labels={**labels, "e2e.project": self.project},
+            network=self.network,
+            detach=True,
+        )
+        self.started.append(c.id)
+        return c
+
+    # -- HTTPS -----------------------------------------------------------------
+    def _tls_get(self, port: int, sni: str, path: str, cadata: str, timeout: float) -> Response:
+        ctx = ssl.create_default_context(cadata=cadata)
+        raw = socket.create_connection(("127.0.0.1", port), timeout)
+        try:
+            sock = ctx.wrap_socket(raw, server_hostname=sni)
+        except BaseException:
+            raw.close()
+            raise
+        with sock:
+            der = sock.getpeercert(binary_form=True)
+            assert der is not None
+            conn = http.client.HTTPSConnection(sni, port, timeout=timeout, context=ctx)
+            conn.sock = sock
+            try:
+                conn.request("GET", path, headers={"Host": sni})
+                resp = conn.getresponse()
+                body = resp.read().decode("utf-8", "replace")
+            finally:
+                conn.close()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body,
+                        x509.load_der_x509_certificate(der))
+
+    def fetch_root(self) -> str:
+        code, ca = self.exec("pebble", "cat", "/pebble-ca/ca.pem")
+        assert code == 0, ca
+        r = self._tls_get(self.mgmt_port, "localhost", "/roots/0", ca, 5.0)
+        assert r.status == 200, r.body
+        self.root_pem = r.body
+        return r.body
+
+    def https(self, host: str, path: str = "/", timeout: float = 5.0) -> Response:
+        """GET https://host/path via 127.0.0.1 with SNI=host, verified against Pebble's root."""
+        return self._tls_get(self.https_port, host, path, self.root_pem, timeout)
+
+    def http(self, host: str, path: str = "/") -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            resp = conn.getresponse()
+            body = resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+    def cert_on_disk(self, name: str) -> x509.Certificate:
+        code, pem = self.exec("sidecar", "cat", f"/etc/letsencrypt/live/{name}/cert.pem")
+        assert code == 0, pem
+        return x509.load_pem_x509_certificate(pem.encode())
+
+    def write_sites(self, text: str) -> None:
+        path = self.sites_dir / "sites.yml"
+        tmp = self.sites_dir / ".sites.yml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def record(self, key: str, value: Any) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / "e2e-measurements.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[key] = value
+        path.write_text(json.dumps(data, indent=1) + "\n")
+
+    # -- lifecycle -------------------------------------------------------------
+    def down(self) -> None:
+        for cid in self.started:
+            try:
+                self.client.containers.get(cid).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        self.compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
+        shutil.rmtree(self.sites_dir, ignore_errors=True)
+
+
+def dns_names(cert: x509.Certificate) -> set[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(san.get_values_for_type(x509.DNSName))
+
+
+def issuer_cn(cert: x509.Certificate) -> str:
+    return str(cert.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+
+
+def new_stack(tmp_root: Path) -> Stack:
+    client = docker.from_env()
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"Docker engine not reachable ({exc}): run bash .ci/setup-docker.sh") from exc
+    missing = [img for img in IMAGES.values() if not client.images.list(name=img)]
+    if missing:
+        raise RuntimeError(f"images missing: {', '.join(missing)}: run bash tests/build-images.sh")
+    project = "e2e" + uuid.uuid4().hex[:8]
+    sites_dir = tmp_root / project
+    sites_dir.mkdir(parents=True)
+    shutil.copy(DEMO / "config" / "sites.yml", sites_dir / "sites.yml")
+    http_port, https_port, mgmt_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        **IMAGES,
+        "HTTP_PORT": str(http_port),
+        "HTTPS_PORT": str(https_port),
+        "PEBBLE_MGMT_PORT": str(mgmt_port),
+        "DEMO_NETWORK": f"{project}-net",
+        "SITES_DIR": str(sites_dir),
+        "DEBOUNCE_SECONDS": "0.2",
+        "LOG_LEVEL": "info",
+    }
+    return Stack(project, f"{project}-net", http_port, https_port, mgmt_port, sites_dir, env, client)

@@ -1,0 +1,120 @@
+"""Foundation (issue 2), end to end: real Docker, nginx, certbot and Pebble."""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+import pytest
+
+from .stack import Stack, dns_names, issuer_cn, wait_for
+
+
+def test_labelled_demo_site_is_served_over_https_with_a_pebble_certificate(stack: Stack) -> None:
+    for host in ("a.demo.test", "www.a.demo.test"):
+        r = stack.https(host)
+        assert r.status == 200
+        assert r.body.strip() == "hello from app-a"
+        assert dns_names(r.cert) == {"a.demo.test", "www.a.demo.test"}
+        assert issuer_cn(r.cert).startswith("Pebble Intermediate CA")
+        assert r.headers["strict-transport-security"] == "max-age=63072000"
+
+
+def test_http_redirects_to_https_but_serves_acme_challenges(stack: Stack) -> None:
+    status, headers, _ = stack.http("a.demo.test", "/some/path?q=1")
+    assert status == 308
+    assert headers["location"] == "https://a.demo.test/some/path?q=1"
+
+    token = f"probe-{time.time_ns()}"
+    code, out = stack.exec("sidecar", "sh", "-c",
+                           f"printf %s {token} > /var/www/acme/.well-known/acme-challenge/{token}")
+    assert code == 0, out
+    status, _, body = stack.http("a.demo.test", f"/.well-known/acme-challenge/{token}")
+    assert (status, body) == (200, token)
+    status, _, _ = stack.http("a.demo.test", "/.well-known/acme-challenge/missing")
+    assert status == 404
+
+
+def test_unknown_names_are_refused_on_443(stack: Stack) -> None:
+    with pytest.raises(ssl.SSLError):
+        stack.https("not-configured.demo.test")
+
+
+def test_new_labelled_container_gets_its_own_certificate_without_disturbing_others(stack: Stack) -> None:
+    before = stack.https("a.demo.test").cert.serial_number
+    started = time.monotonic()
+    stack.run_app("site-c", {"acme.domains": "c.demo.test, www.c.demo.test", "acme.port": "5678"}, "hello c")
+    r = wait_for("https://c.demo.test", lambda: stack.https("c.demo.test"), timeout=60, interval=0.05)
+    elapsed = time.monotonic() - started
+    stack.record("docker_run_to_first_https_seconds", round(elapsed, 2))
+    assert r.status == 200 and r.body.strip() == "hello c"
+    assert dns_names(r.cert) == {"c.demo.test", "www.c.demo.test"}
+    assert stack.https("a.demo.test").cert.serial_number == before
+    logs = stack.logs()
+    assert "site c.demo.test: certificate issued" in logs
+    assert "site c.demo.test: live on https://c.demo.test, https://www.c.demo.test" in logs
+
+
+def test_stopping_a_container_removes_its_vhost_but_keeps_the_certificate(stack: Stack) -> None:
+    app = stack.run_app("site-d", {"acme.domains": "d.demo.test", "acme.port": "5678"}, "hello d")
+    wait_for("https://d.demo.test", lambda: stack.https("d.demo.test"), timeout=60)
+    app.stop(timeout=1)
+    wait_for("vhost removed", lambda: _refused(stack, "d.demo.test"), timeout=30)
+    code, listing = stack.exec("nginx", "ls", "/etc/nginx/conf.d")
+    assert code == 0 and "sidecar-site-d.demo.test.conf" not in listing
+    assert dns_names(stack.cert_on_disk("d.demo.test")) == {"d.demo.test"}
+    assert stack.https("a.demo.test").status == 200
+    assert "site d.demo.test: removed" in stack.logs()
+
+
+def test_site_from_the_yaml_file_and_malformed_edits_keep_the_last_good_version(stack: Stack) -> None:
+    r = stack.https("static.demo.test")
+    assert r.status == 200 and r.body.strip() == "hello from app-b"
+
+    stack.write_sites(
+        "sites:\n"
+        "  - domains: [static.demo.test]\n    upstream: http://app-b:5678\n"
+        "  - domains: [yaml.demo.test]\n    upstream: http://app-a:5678\n"
+    )
+    r = wait_for("https://yaml.demo.test", lambda: stack.https("yaml.demo.test"), timeout=60)
+    assert r.body.strip() == "hello from app-a"
+    assert dns_names(r.cert) == {"yaml.demo.test"}
+
+    stack.write_sites("sites:\n  - domains: [static.demo.test\n    upstream: [\n")
+    wait_for("error logged", lambda: "sites file /config/sites.yml" in stack.logs()
+             and "invalid YAML" in stack.logs(), timeout=20)
+    time.sleep(1)
+    assert stack.https("yaml.demo.test").status == 200
+    assert stack.https("static.demo.test").status == 200
+
+
+def test_bad_label_is_reported_in_one_line_and_other_sites_keep_working(stack: Stack) -> None:
+    stack.run_app("bad", {"acme.domains": "under_score!.demo.test", "acme.port": "5678"}, "bad")
+    line = wait_for(
+        "problem logged",
+        lambda: next((ln for ln in stack.logs().splitlines() if "-bad label acme.domains" in ln), None),
+        timeout=20,
+    )
+    assert "ERROR" in line and "under_score" in line
+    assert stack.https("a.demo.test").status == 200
+
+
+def test_restarting_the_sidecar_reissues_nothing(stack: Stack) -> None:
+    serials = {h: stack.https(h).cert.serial_number for h in ("a.demo.test", "b.demo.test", "static.demo.test")}
+    since = time.time()
+    stack.compose("restart", "sidecar")
+    wait_for("first pass after restart",
+             lambda: "site a.demo.test: live on" in stack.logs(since=since), timeout=30)
+    time.sleep(2)
+    after = stack.logs(since=since)
+    assert "requesting certificate" not in after
+    assert "renewing certificate" not in after
+    assert {h: stack.https(h).cert.serial_number for h in serials} == serials
+
+
+def _refused(stack: Stack, host: str) -> bool:
+    try:
+        stack.https(host)
+    except ssl.SSLError:
+        return True
+    return False

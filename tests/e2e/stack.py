@@ -25,12 +25,16 @@ from cryptography import x509
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "local-demo"
+# Override any of these with E2E_<NAME>, e.g. E2E_SIDECAR_IMAGE=local/nginx-acme-sidecar:mine
 IMAGES = {
-    "NGINX_IMAGE": "local/nginx:stable",
-    "CERTBOT_IMAGE": "local/certbot:v4.0.0",
-    "APP_IMAGE": "local/app:test",
-    "PEBBLE_IMAGE": "local/pebble:test",
-    "SIDECAR_IMAGE": "local/nginx-acme-sidecar:test",
+    key: os.environ.get(f"E2E_{key}", default)
+    for key, default in {
+        "NGINX_IMAGE": "local/nginx:stable",
+        "CERTBOT_IMAGE": "local/certbot:v4.0.0",
+        "APP_IMAGE": "local/app:test",
+        "PEBBLE_IMAGE": "local/pebble:test",
+        "SIDECAR_IMAGE": "local/nginx-acme-sidecar:test",
+    }.items()
 }
 ARTIFACTS = ROOT / ".artifacts"
 

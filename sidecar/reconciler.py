@@ -28,6 +28,7 @@ from watchdog.observers import Observer
 from . import certbot, certs, desired, labels, nginx, render, sitesfile
 from .docker_api import Docker
 from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
+from .events import Event, Kind, Observers, PassSnapshot, SiteStatus
 from .ledger import Ledger
 from .model import ContainerInfo, DesiredState, Problem, Site
 from .planner import Action, Decision, Policy, plan
@@ -102,6 +103,10 @@ class Reconciler:
         self.own_id: str | None = None
         self.certbot_volumes: dict[str, dict[str, str]] = {}
         self.passes = 0
+        self.observers = Observers()
+
+    def emit(self, kind: Kind, site: str = "", message: str = "", **details: object) -> None:
+        self.observers.event(Event(kind, self.clock(), site, message, dict(details)))
 
     # -- triggers --------------------------------------------------------------
     def poke(self, reason: str) -> None:
@@ -256,8 +261,10 @@ class Reconciler:
 
     def _report(self, state: DesiredState) -> None:
         now_problems = {str(p) for p in state.problems}
-        for p in sorted(now_problems - self.memory.problems):
-            log.error("%s", p)
+        for problem in state.problems:
+            if str(problem) not in self.memory.problems:
+                log.error("%s", problem)
+                self.emit(Kind.INPUT_PROBLEM, "", str(problem), source=problem.source, error=problem.message)
         for p in sorted(self.memory.problems - now_problems):
             log.info("resolved: %s", p)
         self.memory.problems = now_problems
@@ -267,6 +274,7 @@ class Reconciler:
             if before is None:
                 log.info("site %s: added from %s (%s -> %s)", name, site.source, ", ".join(site.domains),
                          ", ".join(u.url for u in site.upstreams))
+                self.emit(Kind.SITE_ADDED, name, f"added from {site.source}", domains=list(site.domains))
             elif before.domains != site.domains or before.upstreams != site.upstreams:
                 log.info("site %s: changed (%s -> %s)", name, ", ".join(site.domains),
                          ", ".join(u.url for u in site.upstreams))
@@ -274,6 +282,7 @@ class Reconciler:
             if name not in current:
                 log.info("site %s: removed (%s is gone); its certificate stays in %s for reuse",
                          name, site.source, self.settings.certs_dir / "live" / name)
+                self.emit(Kind.SITE_REMOVED, name, f"{site.source} is gone")
         self.memory.sites = dict(current)
 
     def _apply(self, state: DesiredState, nginx_c: ContainerInfo) -> None:
@@ -286,6 +295,8 @@ class Reconciler:
 
         def rejected(filename: str, reason: str) -> None:
             log.error("nginx rejected %s, that site is held back (other sites unaffected): %s", filename, reason)
+            self.emit(Kind.NGINX_REJECTED, filename.removeprefix("sidecar-site-").removesuffix(".conf"),
+                      reason, file=filename, error=reason)
 
         try:
             result = nginx.apply(self.settings.conf_dir, wanted, control, on_reject=rejected)
@@ -299,8 +310,11 @@ class Reconciler:
             if site is not None:
                 names = [d for d in site.domains if d in lineages[site.name].names]
                 log.info("site %s: live on %s", site.name, ", ".join(f"https://{d}" for d in names))
+                self.emit(Kind.SITE_LIVE, site.name, "live", domains=names)
         if result.reloaded:
-            log.debug("nginx reloaded (%d written, %d removed)", len(result.written), len(result.removed))
+            log.info("nginx reloaded (%d file%s written, %d removed)", len(result.written),
+                     "" if len(result.written) == 1 else "s", len(result.removed))
+            self.emit(Kind.RELOAD, "", "nginx reloaded", written=result.written, removed=result.removed)
         self.memory.live = live
 
     def _certbot_env(self) -> dict[str, str]:
@@ -351,6 +365,7 @@ class Reconciler:
         verb = {Action.ISSUE: "requesting", Action.EXPAND: "updating", Action.REKEY: "replacing",
                 Action.RENEW: "renewing"}[decision.action]
         log.info("site %s: %s certificate for %s (%s)", site.name, verb, ", ".join(site.domains), decision.reason)
+        self.emit(Kind.CERT_REQUESTED, site.name, decision.reason, action=decision.action.value)
         started = time.monotonic()
         try:
             outcome = self._run_certbot(decision)
@@ -367,18 +382,26 @@ class Reconciler:
             if cert is not None:
                 from .planner import renewal_time
 
+                duration = time.monotonic() - started
                 log.info("site %s: certificate %s in %.1fs by %s, valid until %s UTC; renewal planned %s UTC",
-                         site.name, "kept" if outcome.kept else "issued", time.monotonic() - started,
+                         site.name, "kept" if outcome.kept else "issued", duration,
                          cert.issuer, f"{cert.not_after:%Y-%m-%d %H:%M}", f"{renewal_time(cert):%Y-%m-%d %H:%M}")
+                if not outcome.kept:
+                    kind = Kind.CERT_RENEWED if decision.action == Action.RENEW else Kind.CERT_ISSUED
+                    self.emit(kind, site.name, f"valid until {cert.not_after:%Y-%m-%d %H:%M} UTC",
+                              not_after=cert.not_after, next_renewal=renewal_time(cert), duration=duration,
+                              action=decision.action.value)
             return True
         attempt = self.ledger.record_failure(site.name, site.domains, now, outcome.summary, outcome.retry_after)
         self.ledger.save()
         from .planner import backoff_delay
 
         retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures)]))
+        failure = outcome.failure.value if outcome.failure else "error"
         log.error("site %s: certificate request failed (%s): %s; next attempt %s UTC",
-                  site.name, outcome.failure.value if outcome.failure else "error", outcome.summary,
-                  f"{retry:%Y-%m-%d %H:%M:%S}")
+                  site.name, failure, outcome.summary, f"{retry:%Y-%m-%d %H:%M:%S}")
+        self.emit(Kind.CERT_FAILED, site.name, outcome.summary, failure=failure, error=outcome.summary,
+                  next_attempt=retry, failures=attempt.failures, duration=time.monotonic() - started)
         return False
 
     def run_pass(self) -> datetime | None:
@@ -433,6 +456,21 @@ class Reconciler:
             ],
             "problems": sorted(str(p) for p in state.problems),
         }
+        lineages, _ = certs.read_lineages(self.settings.certs_dir)
+        statuses = []
+        for d in decisions:
+            cert = lineages.get(d.site.name)
+            attempt = self.ledger.attempts.get(d.site.name)
+            statuses.append(SiteStatus(
+                name=d.site.name, domains=d.site.domains, source=d.site.source, state=d.action.value,
+                reason=d.reason, live=render.site_filename(d.site.name) in self.memory.live,
+                not_after=cert.not_after if cert else None,
+                next_renewal=d.at if d.action == Action.OK else None,
+                next_attempt=d.at if d.action == Action.WAIT else None,
+                last_error=attempt.last_error if attempt else "",
+                failures=attempt.failures if attempt else 0,
+            ))
+        self.observers.snapshot(PassSnapshot(self.clock(), statuses, data["problems"]))
         try:
             nginx.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
         except OSError as exc:
@@ -465,6 +503,7 @@ class Reconciler:
                     failures += 1
                     delay = min(2 ** failures, 60)
                     log.error("Docker API unavailable (%s); retrying in %ds", exc, delay)
+                    self.emit(Kind.DOCKER_UNAVAILABLE, "", str(exc))
                     next_due = self.clock() + timedelta(seconds=delay)
                 except SidecarError as exc:
                     failures += 1

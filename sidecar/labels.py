@@ -21,11 +21,13 @@ KNOWN_KEYS = ("domains", "port", "network", "scheme")
 
 
 def _label_source(container: ContainerInfo, key: str) -> str:
-    return f"container {container.name} label {key}"
+    # Label keys are arbitrary text: keep the problem on one line.
+    shown = key if key.isprintable() and len(key) <= 100 else repr(key[:100])
+    return f"container {container.name} label {shown}"
 
 
 def parse_port(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 5 or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 5 or not 1 <= int(raw) <= 65535:
         raise ValueError(f"{raw[:40]!r} is not a port number (1-65535)")
     return int(raw)
 

@@ -44,7 +44,7 @@ def atomic_write(path: Path, content: str) -> None:
     """Write ``content`` to ``path`` so readers see the old or the new file, never half of one."""
     fd, tmp = tempfile.mkstemp(prefix=".sidecar-tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
@@ -75,7 +75,8 @@ def owned_files(conf_dir: Path) -> dict[str, str]:
     for name in names:
         if name.startswith(OWNED_PREFIX) and name.endswith(".conf"):
             try:
-                found[name] = (conf_dir / name).read_text(encoding="utf-8")
+                # Exact content (no newline translation, any bytes) so a restore is byte-for-byte.
+                found[name] = (conf_dir / name).read_bytes().decode("utf-8", "surrogateescape")
             except OSError:
                 found[name] = ""
     return found

@@ -123,7 +123,8 @@ def _needed(site: Site, cert: Certificate | None, policy: Policy, now: datetime,
         return Decision(site, Action.REKEY, f"key type {cert.key_type} -> {policy.key_type}")
     if policy.acme_server and cert.acme_server and cert.acme_server != policy.acme_server:
         return Decision(site, Action.REKEY, f"ACME server changed ({cert.acme_server} -> {policy.acme_server})")
-    due = renewal_time(cert, ari_window)
+    # Never later than expiry, whatever an ARI window says.
+    due = min(renewal_time(cert, ari_window), cert.not_after)
     if now >= due:
         if now >= cert.not_after:
             return Decision(site, Action.RENEW, f"expired at {cert.not_after:%Y-%m-%d %H:%M} UTC")

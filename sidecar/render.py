@@ -75,7 +75,8 @@ def site_filename(site_name: str) -> str:
 
 
 def upstream_name(site_name: str) -> str:
-    return "sidecar_" + re.sub(r"[^a-z0-9_]", "_", site_name)
+    # Names are normalised host names ([a-z0-9.-]): mapping only "." keeps them distinct.
+    return "sidecar_" + re.sub(r"[^a-z0-9-]", "_", site_name)
 
 
 def render_global(webroot: str, traits: NginxTraits) -> str:

@@ -51,6 +51,8 @@ def parse_upstream(raw: object) -> Upstream:
             raise ValueError(f"{text[:80]!r}: host {host[:80]!r} is not a host name or IP address") from None
     if port is None:
         port = 443 if parts.scheme == "https" else 80
+    elif port == 0:
+        raise ValueError(f"{text[:80]!r}: port must be 1-65535")
     return Upstream(scheme=parts.scheme, host=host, port=port)
 
 

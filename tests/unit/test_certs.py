@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from sidecar.certs import parse_certificate, read_lineages, renewal_server
+
+from .certfactory import CA_NAME, ca_key_identifier, ca_pem, make_cert, write_lineage
+
+NB = datetime(2026, 3, 1, 8, 30, 0)
+NA = datetime(2026, 5, 30, 8, 29, 59)
+
+
+@pytest.mark.parametrize(
+    ("key_type", "ocsp"),
+    [("ecdsa", False), ("rsa", False), ("ecdsa", True), ("rsa", True)],
+    ids=["ecdsa", "rsa", "ecdsa-ocsp", "rsa-ocsp"],
+)
+def test_parse_certificate_fields(key_type: str, ocsp: bool) -> None:
+    pem, _ = make_cert(["a.example.com", "WWW.a.example.com"], NB, NA, key_type=key_type, ocsp=ocsp)
+    c = parse_certificate(pem, "a.example.com", "/live/a/fullchain.pem", "/live/a/privkey.pem")
+    assert c.name == "a.example.com"
+    assert c.names == frozenset({"a.example.com", "www.a.example.com"})
+    assert c.not_before == NB.replace(tzinfo=timezone.utc)
+    assert c.not_after == NA.replace(tzinfo=timezone.utc)
+    assert c.not_before.utcoffset() == timedelta(0) and c.not_after.utcoffset() == timedelta(0)
+    assert c.key_type == key_type
+    assert c.issuer == CA_NAME
+    assert c.has_ocsp_url is ocsp
+    assert c.authority_key_id == ca_key_identifier()
+    assert c.serial > 0
+    assert (c.fullchain_path, c.privkey_path) == ("/live/a/fullchain.pem", "/live/a/privkey.pem")
+    assert c.lifetime_seconds == (NA - NB).total_seconds()
+    assert c.matches(("www.a.example.com", "a.example.com"))
+    assert c.covers(("a.example.com",)) and not c.covers(("a.example.com", "b.example.com"))
+
+
+def test_parse_certificate_reads_the_leaf_of_a_full_chain() -> None:
+    pem, _ = make_cert(["leaf.example.com"], NB, NA)
+    assert parse_certificate(pem + ca_pem(), "leaf").names == {"leaf.example.com"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"garbage", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"],
+    ids=["empty", "garbage", "bad-base64-body"],
+)
+def test_parse_certificate_raises_value_error_on_garbage(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_certificate(data, "x")
+
+
+def test_read_lineages(certs_dir: Path) -> None:
+    write_lineage(certs_dir, "a.example.com", ["a.example.com", "www.a.example.com"], NB, NA,
+                  server="https://acme.test/dir")
+    write_lineage(certs_dir, "b.example.com", key_type="rsa", ocsp=True, server=None)
+    (certs_dir / "live" / "README").write_text("certbot's readme, not a lineage")
+    found, problems = read_lineages(certs_dir)
+    assert problems == []
+    assert sorted(found) == ["a.example.com", "b.example.com"]
+    a, b = found["a.example.com"], found["b.example.com"]
+    assert a.names == {"a.example.com", "www.a.example.com"}
+    assert a.fullchain_path == str(certs_dir / "live" / "a.example.com" / "fullchain.pem")
+    assert a.privkey_path == str(certs_dir / "live" / "a.example.com" / "privkey.pem")
+    assert a.acme_server == "https://acme.test/dir"
+    assert (b.key_type, b.has_ocsp_url, b.acme_server) == ("rsa", True, "")
+
+
+def test_read_lineages_without_live_dir(tmp_path: Path) -> None:
+    assert read_lineages(tmp_path / "nothing-here") == ({}, [])
+
+
+@pytest.mark.parametrize("missing", ["cert.pem", "fullchain.pem", "privkey.pem"])
+def test_incomplete_lineage_is_skipped_with_a_problem(certs_dir: Path, missing: str) -> None:
+    write_lineage(certs_dir, "good.example.com")
+    live = write_lineage(certs_dir, "half.example.com")
+    (live / missing).unlink()
+    found, problems = read_lineages(certs_dir)
+    assert list(found) == ["good.example.com"]
+    assert len(problems) == 1
+    assert problems[0].source == f"certificate {live}"
+    assert "incomplete" in problems[0].message
+
+
+def test_dangling_symlink_counts_as_missing(certs_dir: Path) -> None:
+    live = write_lineage(certs_dir, "link.example.com")
+    (live / "privkey.pem").unlink()
+    os.symlink("../../archive/link.example.com/privkey1.pem", live / "privkey.pem")
+    found, problems = read_lineages(certs_dir)
+    assert found == {} and "incomplete" in problems[0].message
+
+
+def test_garbage_certificate_is_skipped_with_a_problem(certs_dir: Path) -> None:
+    write_lineage(certs_dir, "good.example.com")
+    live = write_lineage(certs_dir, "bad.example.com")
+    (live / "cert.pem").write_bytes(b"not a certificate")
+    found, problems = read_lineages(certs_dir)
+    assert list(found) == ["good.example.com"]
+    assert [p.source for p in problems] == [f"certificate {live / 'cert.pem'}"]
+    assert problems[0].message.startswith("unreadable")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[renewalparams]\nserver = https://acme.test/directory\n", "https://acme.test/directory"),
+        ("server=https://x.test/dir\n", "https://x.test/dir"),
+        ("  server   =   https://x.test/dir  \n", "https://x.test/dir"),
+        ("account = abc\nserver_name = nope\n", ""),
+        ("# server = https://commented.test\n", ""),
+        ("", ""),
+    ],
+    ids=["certbot-style", "no-spaces", "padded", "similar-key", "commented", "empty"],
+)
+def test_renewal_server(certs_dir: Path, text: str, expected: str) -> None:
+    (certs_dir / "renewal").mkdir()
+    (certs_dir / "renewal" / "x.conf").write_text(text)
+    assert renewal_server(certs_dir, "x") == expected
+
+
+def test_renewal_server_missing_file(certs_dir: Path) -> None:
+    assert renewal_server(certs_dir, "nope") == ""

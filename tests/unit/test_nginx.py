@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar.errors import NginxError
+from sidecar.nginx import apply, atomic_write, first_error_line, owned_files
+from sidecar.render import GLOBAL_FILE
+
+G = GLOBAL_FILE
+A = "sidecar-site-a.example.com.conf"
+B = "sidecar-site-b.example.com.conf"
+C = "sidecar-site-c.example.com.conf"
+HAND = "default.conf"
+
+
+class FakeNginx:
+    """Stands in for ``nginx -t`` / ``nginx -s reload`` on a real directory.
+
+    A file containing ``BROKEN`` fails the test the way nginx reports it:
+    ``nginx: [emerg] ... in /etc/nginx/conf.d/FILE:LINE``.
+    """
+
+    def __init__(self, conf_dir: Path, reload_ok: bool = True) -> None:
+        self.conf_dir = conf_dir
+        self.reload_ok = reload_ok
+        self.tests: list[dict[str, bytes]] = []
+        self.reloads: list[dict[str, bytes]] = []
+
+    def _snapshot(self) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(self.conf_dir.iterdir())}
+
+    def test(self) -> tuple[bool, str]:
+        self.tests.append(self._snapshot())
+        for name, data in self.tests[-1].items():
+            if name.endswith(".conf") and b"BROKEN" in data:
+                line = data[: data.index(b"BROKEN")].count(b"\n") + 1
+                return False, (
+                    f'nginx: [emerg] unknown directive "BROKEN" in /etc/nginx/conf.d/{name}:{line}\n'
+                    "nginx: configuration file /etc/nginx/nginx.conf test failed\n"
+                )
+        return True, (
+            "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n"
+            "nginx: configuration file /etc/nginx/nginx.conf test is successful\n"
+        )
+
+    def reload(self) -> tuple[bool, str]:
+        self.reloads.append(self._snapshot())
+        if self.reload_ok:
+            return True, ""
+        return False, "nginx: [alert] kill(1, 1) failed (3: No such process)\n"
+
+
+def conf(body: str) -> str:
+    return f"# managed\nserver {{\n    {body}\n}}\n"
+
+
+def files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+@pytest.fixture
+def conf_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    (d / HAND).write_text("server { listen 8080; }\n")
+    (d / "sidecar-notes.txt").write_text("not a conf file\n")
+    (d / "my-sidecar-site.conf").write_text("server { listen 8081; }\n")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def no_temp_leftovers(tmp_path: Path):  # type: ignore[no-untyped-def]
+    yield
+    assert list(tmp_path.rglob(".sidecar-tmp-*")) == []
+
+
+def _set_up(conf_dir: Path, state: dict[str, str]) -> None:
+    fake = FakeNginx(conf_dir)
+    apply(conf_dir, state, fake)
+
+
+def test_first_apply_writes_files_tests_and_reloads_once(conf_dir: Path) -> None:
+    fake = FakeNginx(conf_dir)
+    foreign = {n: files(conf_dir)[n] for n in (HAND, "sidecar-notes.txt", "my-sidecar-site.conf")}
+    result = apply(conf_dir, {G: conf("g"), A: conf("a")}, fake)
+    assert result.changed and result.reloaded
+    assert result.written == [G, A] and result.removed == [] and result.rejected == {}
+    assert len(fake.tests) == 1 and len(fake.reloads) == 1
+    # the test saw the new files already in place
+    assert fake.tests[0][A] == conf("a").encode()
+    assert (conf_dir / A).read_text() == conf("a")
+    assert oct((conf_dir / A).stat().st_mode & 0o777) == "0o644"
+    assert {n: files(conf_dir)[n] for n in foreign} == foreign
+
+
+def test_unchanged_means_no_test_and_no_reload(conf_dir: Path) -> None:
+    wanted = {G: conf("g"), A: conf("a")}
+    _set_up(conf_dir, wanted)
+    fake = FakeNginx(conf_dir)
+    result = apply(conf_dir, wanted, fake)
+    assert not result.changed and not result.reloaded
+    assert fake.tests == [] and fake.reloads == []
+
+
+def test_removed_site_file_is_deleted_and_reloaded(conf_dir: Path) -> None:
+    _set_up(conf_dir, {G: conf("g"), A: conf("a"), B: conf("b")})
+    inodes = {n: (conf_dir / n).stat().st_ino for n in (G, A)}
+    fake = FakeNginx(conf_dir)
+    result = apply(conf_dir, {G: conf("g"), A: conf("a")}, fake)
+    assert result.removed == [B] and result.written == [] and result.reloaded
+    # unchanged files are left alone, not rewritten
+    assert {n: (conf_dir / n).stat().st_ino for n in (G, A)} == inodes
+    assert not (conf_dir / B).exists()
+    assert len(fake.reloads) == 1
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new-file-removed", "previous-content-restored"])
+def test_bad_site_file_alone_is_held_back(conf_dir: Path, existed: bool) -> None:
+    before = {G: conf("g"), A: conf("a")} | ({B: conf("b-old")} if existed else {})
+    _set_up(conf_dir, before)
+    fake = FakeNginx(conf_dir)
+    rejected: list[tuple[str, str]] = []
+    wanted = {G: conf("g2"), A: conf("a2"), B: conf("BROKEN"), C: conf("c")}
+    result = apply(conf_dir, wanted, fake, on_reject=lambda f, r: rejected.append((f, r)))
+    assert rejected == [(B, 'unknown directive "BROKEN" in /etc/nginx/conf.d/' + B + ":3")]
+    assert result.rejected == dict(rejected)
+    assert len(fake.tests) == 2 and len(fake.reloads) == 1
+    # the reload saw the good new files and the held-back file's previous state
+    seen = fake.reloads[0]
+    assert seen[G] == conf("g2").encode() and seen[A] == conf("a2").encode() and seen[C] == conf("c").encode()
+    if existed:
+        assert (conf_dir / B).read_text() == conf("b-old")
+        assert seen[B] == conf("b-old").encode()
+    else:
+        assert not (conf_dir / B).exists() and B not in seen
+    assert result.reloaded and B not in result.written
+    assert sorted(result.written) == sorted([G, A, C])
+
+
+def test_several_bad_site_files_are_isolated_one_by_one(conf_dir: Path) -> None:
+    _set_up(conf_dir, {G: conf("g")})
+    fake = FakeNginx(conf_dir)
+    result = apply(conf_dir, {G: conf("g"), A: conf("BROKEN a"), B: conf("BROKEN b"), C: conf("c")}, fake)
+    assert sorted(result.rejected) == [A, B]
+    assert sorted(n for n in owned_files(conf_dir)) == [G, C]
+    assert len(fake.reloads) == 1
+
+
+def test_nothing_left_after_isolation_means_no_reload(conf_dir: Path) -> None:
+    _set_up(conf_dir, {G: conf("g")})
+    fake = FakeNginx(conf_dir)
+    result = apply(conf_dir, {G: conf("g"), A: conf("BROKEN")}, fake)
+    assert result.rejected.keys() == {A}
+    assert not result.changed and not result.reloaded and fake.reloads == []
+
+
+@pytest.mark.parametrize(
+    "breaker",
+    ["global", "hand-written", "unchanged-site"],
+)
+def test_other_failures_restore_everything_byte_for_byte(conf_dir: Path, breaker: str) -> None:
+    # Someone edited an owned file (CRLF, Latin-1): restoring it must not normalise or re-encode it.
+    _set_up(conf_dir, {G: conf("g"), A: conf("a"), B: conf("b")})
+    (conf_dir / B).write_bytes(b"# edited caf\xe9\r\nserver {\r\n}\r\n")
+    before = files(conf_dir)
+    wanted = {G: conf("g2"), A: conf("a2"), C: conf("c")}
+    if breaker == "global":
+        wanted[G] = conf("BROKEN")
+    elif breaker == "hand-written":
+        (conf_dir / HAND).write_text("BROKEN\n")
+        before = files(conf_dir)
+    else:
+        # the failure points at a site file this pass did not change
+        (conf_dir / A).write_text(conf("a BROKEN"))
+        before = files(conf_dir)
+        wanted[A] = conf("a BROKEN")
+    fake = FakeNginx(conf_dir)
+    rejected: list[str] = []
+    with pytest.raises(NginxError, match="previous configuration restored") as info:
+        apply(conf_dir, wanted, fake, on_reject=lambda f, r: rejected.append(f))
+    assert "BROKEN" in info.value.output
+    assert files(conf_dir) == before
+    assert fake.reloads == [] and rejected == []
+
+
+def test_reload_failure_raises(conf_dir: Path) -> None:
+    fake = FakeNginx(conf_dir, reload_ok=False)
+    with pytest.raises(NginxError, match=r"reload failed: kill\(1, 1\) failed"):
+        apply(conf_dir, {G: conf("g")}, fake)
+    assert len(fake.reloads) == 1
+
+
+def test_isolation_is_bounded(conf_dir: Path) -> None:
+    _set_up(conf_dir, {G: conf("g")})
+    before = files(conf_dir)
+    wanted = {G: conf("g")} | {f"sidecar-site-{i}.example.com.conf": conf("BROKEN") for i in range(5)}
+    fake = FakeNginx(conf_dir)
+    with pytest.raises(NginxError, match="kept failing"):
+        apply(conf_dir, wanted, fake, max_isolations=2)
+    assert files(conf_dir) == before and fake.reloads == []
+
+
+def test_missing_conf_dir_is_created(tmp_path: Path) -> None:
+    d = tmp_path / "new" / "conf.d"
+    result = apply(d, {G: conf("g")}, FakeNginx(d))
+    assert result.reloaded and (d / G).read_text() == conf("g")
+
+
+def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
+    target = tmp_path / "x.conf"
+    atomic_write(target, "one\n")
+    atomic_write(target, "two\n")
+    assert target.read_text() == "two\n"
+    with pytest.raises(FileNotFoundError):
+        atomic_write(tmp_path / "missing-dir" / "y.conf", "x")
+
+
+@pytest.mark.parametrize(
+    ("output", "line"),
+    [
+        ('nginx: [warn] the "ssl" directive is deprecated\nnginx: [emerg] cannot load certificate "/x": '
+         "BIO_new_file() failed\nnginx: configuration file /etc/nginx/nginx.conf test failed\n",
+         'cannot load certificate "/x": BIO_new_file() failed'),
+        ("something\nlast words\n\n", "last words"),
+        ("", "no output"),
+    ],
+    ids=["emerg", "last-line", "empty"],
+)
+def test_first_error_line(output: str, line: str) -> None:
+    assert first_error_line(output) == line

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from sidecar.errors import InputError
+from sidecar.model import SourceKind, Upstream
+from sidecar.sitesfile import parse_sites_file, parse_upstream
+
+PATH = "/config/sites.yml"
+
+
+def _parse(text: str):  # type: ignore[no-untyped-def]
+    return parse_sites_file(textwrap.dedent(text), PATH)
+
+
+def test_valid_file() -> None:
+    sites, problems = _parse(
+        """
+        sites:
+          - domains: [static.example.com, WWW.static.example.com]
+            upstream: http://10.0.0.5:8080
+          - domains: "docs.example.com, docs2.example.com"
+            upstream: https://docs-backend
+        """
+    )
+    assert problems == []
+    assert [s.domains for s in sites] == [
+        ("static.example.com", "www.static.example.com"),
+        ("docs.example.com", "docs2.example.com"),
+    ]
+    assert sites[0].upstreams == (Upstream("http", "10.0.0.5", 8080),)
+    assert sites[1].upstreams == (Upstream("https", "docs-backend", 443),)
+    assert all(s.source_kind is SourceKind.FILE for s in sites)
+    assert sites[0].source == f"sites file {PATH} entry 1 (static.example.com)"
+    assert sites[1].source == f"sites file {PATH} entry 2 (docs.example.com)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("http://app", Upstream("http", "app", 80)),
+        ("https://app", Upstream("https", "app", 443)),
+        ("http://app:8080", Upstream("http", "app", 8080)),
+        ("https://app:8443/", Upstream("https", "app", 8443)),
+        ("  http://App.Internal:81  ", Upstream("http", "app.internal", 81)),
+        ("http://10.0.0.5", Upstream("http", "10.0.0.5", 80)),
+        ("http://[2001:db8::5]:8080", Upstream("http", "2001:db8::5", 8080)),
+        ("https://[2001:DB8:0::5]", Upstream("https", "2001:db8::5", 443)),
+        ("http://my_app", Upstream("http", "my_app", 80)),
+    ],
+    ids=["http-default-port", "https-default-port", "port", "trailing-slash", "case-and-space", "ipv4",
+         "ipv6", "ipv6-compressed-default-port", "underscore-host"],
+)
+def test_parse_upstream(raw: str, expected: Upstream) -> None:
+    assert parse_upstream(raw) == expected
+
+
+def test_ipv6_upstream_url_is_bracketed() -> None:
+    assert parse_upstream("http://[2001:db8::5]:8080").url == "http://[2001:db8::5]:8080"
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("http://app/api", "no path"),
+        ("http://app?x=1", "no path, query"),
+        ("http://app/#frag", "no path"),
+        ("http://user:pw@app", "credentials"),
+        ("http://user@app", "credentials"),
+        ("ftp://app", "scheme must be http or https"),
+        ("app:8080", "scheme must be http or https"),
+        ("tcp://app", "scheme must be http or https"),
+        ("http://app:99999", "not a valid URL"),
+        ("http://app:port", "not a valid URL"),
+        ("http://[::1", "not a valid URL"),
+        ("http://", "not a host name"),
+        ("http://app;evil", "not a host name"),
+        ("http://app name", "not a host name"),
+        ("http://app:0", "port"),
+        ("", "must be a URL"),
+        (8080, "must be a URL"),
+        (None, "must be a URL"),
+    ],
+    ids=["path", "query", "fragment", "credentials", "user", "ftp", "no-scheme", "tcp", "port-too-big",
+         "port-word", "unclosed-ipv6", "no-host", "semicolon-host", "space-host", "port-zero", "empty",
+         "number", "missing"],
+)
+def test_parse_upstream_rejects(raw: object, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_upstream(raw)
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ("- [a.example.com]", "must be a mapping"),
+        ("- just-a-string", "must be a mapping"),
+        ("- {domains: a.example.com, upstream: 'http://a', tls: true}", "unknown key 'tls'"),
+        ("- {domain: a.example.com, upstream: 'http://a'}", "unknown key 'domain'"),
+        ("- {upstream: 'http://a'}", "domains:"),
+        ("- {domains: [a.example.com, 5], upstream: 'http://a'}", "domains:"),
+        ("- {domains: '*.example.com', upstream: 'http://a'}", "wildcard"),
+        ("- {domains: [], upstream: 'http://a'}", "no domain names"),
+        ("- {domains: a.example.com}", "upstream:"),
+        ("- {domains: a.example.com, upstream: 'http://a/path'}", "upstream:"),
+    ],
+    ids=["list", "string", "unknown-key", "typo-key", "no-domains", "non-string-domain", "wildcard",
+         "empty-domains", "no-upstream", "upstream-path"],
+)
+def test_bad_entry_is_a_problem_and_good_entries_survive(entry: str, words: str) -> None:
+    text = (
+        "sites:\n"
+        "  - {domains: first.example.com, upstream: 'http://first'}\n"
+        f"  {entry}\n"
+        "  - {domains: last.example.com, upstream: 'http://last:81'}\n"
+    )
+    sites, problems = parse_sites_file(text, PATH)
+    assert [s.name for s in sites] == ["first.example.com", "last.example.com"]
+    assert len(problems) == 1
+    assert problems[0].source.startswith(f"sites file {PATH} entry 2")
+    assert words in problems[0].message
+    assert len(str(problems[0]).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["", "\n", "# only a comment\n", "sites:\n", "sites: []\n"],
+    ids=["empty", "newline", "comment", "null-sites", "empty-list"],
+)
+def test_empty_file_means_no_sites(text: str) -> None:
+    assert parse_sites_file(text, PATH) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("sites:\n  - domains: [a.example.com\n    upstream: http://a\n", None),
+        ("sites:\n  - domains: a.example.com\n   upstream: http://a\n", 3),
+        ("sites:\n\t- domains: a.example.com\n", 2),
+        ("sites: !!python/object:os.system {}\n", 1),
+    ],
+    ids=["unclosed-bracket", "bad-indent", "tab", "unsafe-tag"],
+)
+def test_invalid_yaml_raises_input_error_with_line(text: str, line: int | None) -> None:
+    with pytest.raises(InputError) as info:
+        parse_sites_file(text, PATH)
+    assert info.value.source.startswith(f"sites file {PATH} line ")
+    if line is not None:
+        assert info.value.source == f"sites file {PATH} line {line}"
+    assert "invalid YAML" in info.value.message
+    assert len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("- domains: a.example.com\n  upstream: http://a\n", "single key 'sites'"),
+        ("just text\n", "single key 'sites'"),
+        ("sites: []\nextra: 1\n", "single key 'sites'"),
+        ("site:\n  - domains: a.example.com\n", "single key 'sites'"),
+        ("sites: {domains: a.example.com}\n", "'sites' must be a list"),
+        ("sites: a.example.com\n", "'sites' must be a list"),
+    ],
+    ids=["list-at-top", "scalar", "extra-key", "misspelt-key", "sites-mapping", "sites-scalar"],
+)
+def test_wrong_top_level_raises_input_error(text: str, words: str) -> None:
+    with pytest.raises(InputError, match=words) as info:
+        parse_sites_file(text, PATH)
+    assert info.value.source == f"sites file {PATH}"
+
+
+def test_oversized_file_raises_input_error() -> None:
+    with pytest.raises(InputError, match="larger than"):
+        parse_sites_file("#" * 1_000_001, PATH)

@@ -23,11 +23,13 @@ RUN apt-get update \
       python3-jinja2 \
       python3-prometheus-client \
       python3-idna \
+      python3-tldextract \
+      publicsuffix \
       ca-certificates \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # Fail the build early if a dependency is missing from the Debian packages.
-RUN python3 -c "import docker, watchdog, cryptography, tenacity, yaml, jinja2, prometheus_client, idna"
+RUN python3 -c "import docker, watchdog, cryptography, tenacity, yaml, jinja2, prometheus_client, idna, tldextract"
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -22,6 +22,7 @@ class Failure(str, enum.Enum):
     ACCOUNT_MISSING = "account-missing"  # the CA no longer knows the stored account
     TRANSIENT = "transient"            # CA or network hiccup: retry with back-off
     TIMEOUT = "timeout"
+    PREFLIGHT = "preflight"            # our own check through nginx failed; the CA was not asked
     REJECTED = "rejected"              # the CA refuses these names (policy, CAA, malformed)
     UNKNOWN = "unknown"
 
@@ -37,8 +38,17 @@ class Outcome:
 
 
 def arguments(
-    settings: Settings, name: str, domains: tuple[str, ...], action: Action
+    settings: Settings,
+    name: str,
+    domains: tuple[str, ...],
+    action: Action,
+    config_dir: str | None = None,
+    key_type: str | None = None,
+    profile: str | None = None,
 ) -> list[str]:
+    """certbot's arguments. ``config_dir`` overrides the certificate directory (staging runs)."""
+    key_type = key_type or settings.key_type
+    profile = profile or settings.acme_profile
     args = [
         "certonly",
         "--webroot", "-w", str(settings.webroot_dir),
@@ -46,17 +56,21 @@ def arguments(
         *[a for d in domains for a in ("-d", d)],
         "--non-interactive", "--agree-tos", "--no-eff-email",
         "--server", settings.acme_server,
-        "--key-type", settings.key_type,
-        "--config-dir", str(settings.certs_dir),
+        "--key-type", key_type,
+        "--config-dir", config_dir or str(settings.certs_dir),
         "--work-dir", "/var/lib/letsencrypt",
         "--logs-dir", "/var/log/letsencrypt",
         "--expand",
     ]
-    if settings.key_type == "ecdsa":
+    if key_type == "ecdsa":
         args += ["--elliptic-curve", "secp256r1"]
     else:
         args += ["--rsa-key-size", "2048"]
     args += ["-m", settings.acme_email] if settings.acme_email else ["--register-unsafely-without-email"]
+    if settings.eab_kid and settings.eab_hmac_key:
+        args += ["--eab-kid", settings.eab_kid, "--eab-hmac-key", settings.eab_hmac_key]
+    if profile:
+        args += ["--preferred-profile", profile]
     if action in (Action.RENEW, Action.REKEY):
         args.append("--force-renewal")
     else:

@@ -36,6 +36,10 @@ class Ledger:
     attempts: dict[str, Attempt] = field(default_factory=dict)
     # lineage name -> list of (issued at, names) for every certificate obtained
     issued: list[tuple[datetime, str, tuple[str, ...]]] = field(default_factory=list)
+    # every order sent to the CA (certbot run): (at, lineage name)
+    orders: list[tuple[datetime, str]] = field(default_factory=list)
+    # failed validations: (at, identifier)
+    failed_validations: list[tuple[datetime, str]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> "Ledger":
@@ -54,6 +58,14 @@ class Ledger:
                 at = _dt(item.get("at"))
                 if at is not None:
                     ledger.issued.append((at, str(item.get("name", "")), tuple(item.get("domains") or ())))
+            for item in data.get("orders") or []:
+                at = _dt(item.get("at"))
+                if at is not None:
+                    ledger.orders.append((at, str(item.get("name", ""))))
+            for item in data.get("failed_validations") or []:
+                at = _dt(item.get("at"))
+                if at is not None:
+                    ledger.failed_validations.append((at, str(item.get("domain", ""))))
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, AttributeError) as exc:
@@ -83,6 +95,8 @@ class Ledger:
                 {"at": at.isoformat(), "name": name, "domains": list(domains)}
                 for at, name, domains in self.issued
             ],
+            "orders": [{"at": at.isoformat(), "name": name} for at, name in self.orders],
+            "failed_validations": [{"at": at.isoformat(), "domain": d} for at, d in self.failed_validations],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -91,11 +105,23 @@ class Ledger:
         self.attempts.pop(name, None)
         if issued:
             self.issued.append((now, name, domains))
+        self._prune(now)
+
+    def record_order(self, name: str, domains: tuple[str, ...], now: datetime) -> None:
+        self.orders.append((now, name))
+        self._prune(now)
+
+    def _prune(self, now: datetime) -> None:
         self.issued = [i for i in self.issued if now - i[0] < HISTORY_KEEP]
+        self.orders = [o for o in self.orders if now - o[0] < HISTORY_KEEP]
+        self.failed_validations = [f for f in self.failed_validations if now - f[0] < HISTORY_KEEP]
 
     def record_failure(
-        self, name: str, domains: tuple[str, ...], now: datetime, error: str, not_before: datetime | None
+        self, name: str, domains: tuple[str, ...], now: datetime, error: str, not_before: datetime | None,
+        validation: bool = False,
     ) -> Attempt:
+        if validation:
+            self.failed_validations.extend((now, d) for d in domains)
         previous = self.attempts.get(name)
         failures = (previous.failures if previous and previous.domains == domains else 0) + 1
         attempt = Attempt(failures=failures, last_failure=now, last_error=error, domains=domains,

@@ -9,29 +9,31 @@ One worker thread runs passes, so certbot runs and nginx reloads never race.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import certbot, certs, desired, labels, nginx, render, sitesfile
+from . import certbot, certs, desired, labels, lineage, nginx, ratelimits, render, sitesfile
 from .docker_api import Docker
 from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
 from .events import Event, Kind, Observers, PassSnapshot, SiteStatus
 from .ledger import Ledger
 from .model import ContainerInfo, DesiredState, Problem, Site
-from .planner import Action, Decision, Policy, plan
+from .planner import Action, Decision, Plan, Policy, backoff_delay, plan, renewal_time
 from .settings import Settings
 
 log = logging.getLogger("sidecar")
@@ -104,6 +106,14 @@ class Reconciler:
         self.certbot_volumes: dict[str, dict[str, str]] = {}
         self.passes = 0
         self.observers = Observers()
+        self._main_dir_lock = threading.Lock()
+        self._ledger_lock = threading.Lock()
+        self._nginx_addr: tuple[str, int] | None = None
+        self.limits = ratelimits.PROFILES[settings.rate_limits]
+        # site name -> when a rate-limit budget frees up for it
+        self._postponed: dict[str, datetime | None] = {}
+        # site name -> (exit code, output) of its latest certbot run
+        self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
 
     def emit(self, kind: Kind, site: str = "", message: str = "", **details: object) -> None:
         self.observers.event(Event(kind, self.clock(), site, message, dict(details)))
@@ -174,6 +184,8 @@ class Reconciler:
                         s.certs_dir, s.webroot_dir)
             self.certbot_volumes = {str(s.certs_dir): {"bind": str(s.certs_dir), "mode": "rw"},
                                     str(s.webroot_dir): {"bind": str(s.webroot_dir), "mode": "rw"}}
+        for leftover in lineage.recover(s.certs_dir):
+            log.warning("cleaned up after an interrupted run: removed %s", leftover)
         removed = self.docker.remove_labelled(f"{s.managed_label}=certbot")
         if removed:
             log.info("removed %d leftover certbot container(s) from an earlier run", removed)
@@ -330,17 +342,22 @@ class Reconciler:
             nginx.atomic_write(target, data.decode("utf-8", "replace"))
         return {"REQUESTS_CA_BUNDLE": str(target)}
 
-    def _drop_account(self) -> None:
-        url = urlsplit(self.settings.acme_server)
-        path = self.settings.certs_dir / "accounts" / url.netloc / url.path.strip("/")
+    def _drop_account(self, config_dir: Path) -> None:
+        path = lineage.account_dir(config_dir, self.settings.acme_server)
         if path.is_dir():
             shutil.rmtree(path)
             log.warning("the ACME server no longer knows the stored account; registering a new one")
 
-    def _run_certbot(self, decision: Decision) -> certbot.Outcome:
+    def _run_certbot(self, decision: Decision, config_dir: Path | None) -> certbot.Outcome:
         site = decision.site
-        args = certbot.arguments(self.settings, site.name, site.domains, decision.action)
+        opts = getattr(site, "options", None)
+        args = certbot.arguments(
+            self.settings, site.name, site.domains, decision.action,
+            config_dir=str(config_dir) if config_dir else None,
+            key_type=getattr(opts, "key_type", None), profile=getattr(opts, "acme_profile", None),
+        )
         env = self._certbot_env()
+        outcome = certbot.Outcome(False, "certbot did not run", certbot.Failure.UNKNOWN)
         for attempt in range(2):
             result = self.docker.run_once(
                 self.settings.certbot_image,
@@ -351,14 +368,38 @@ class Reconciler:
                 labels={self.settings.managed_label: "certbot", "nginx-acme-sidecar.site": site.name},
                 timeout=self.settings.certbot_timeout_seconds,
             )
+            self.last_certbot_output[site.name] = (result.exit_code, result.output)
             outcome = certbot.classify(result.exit_code, result.output, self.clock())
             if outcome.failure == certbot.Failure.ACCOUNT_MISSING and attempt == 0:
-                self._drop_account()
+                self._drop_account(config_dir or self.settings.certs_dir)
+                if config_dir is not None:
+                    self._drop_account(self.settings.certs_dir)
                 continue
             if not outcome.ok:
                 log.debug("certbot output for %s:\n%s", site.name, result.output)
             return outcome
         return outcome
+
+    def _issue_or_renew(self, decision: Decision) -> certbot.Outcome:
+        """Run certbot: new lineages side by side in a staging dir, the rest one at a time."""
+        s = self.settings
+        name = decision.site.name
+        fresh = (decision.action == Action.ISSUE and lineage.is_fresh(s.certs_dir, name)
+                 and lineage.has_account(s.certs_dir, s.acme_server))
+        if not fresh:
+            with self._main_dir_lock:
+                return self._run_certbot(decision, None)
+        staging = lineage.prepare_staging(s.certs_dir, name)
+        try:
+            outcome = self._run_certbot(decision, staging)
+            if outcome.ok and not outcome.kept:
+                with self._main_dir_lock:
+                    lineage.adopt_staged(s.certs_dir, staging, name)
+            return outcome
+        except OSError as exc:
+            return certbot.Outcome(False, f"could not move the new lineage into place: {exc}", certbot.Failure.UNKNOWN)
+        finally:
+            lineage.discard_staging(staging)
 
     def _obtain(self, decision: Decision) -> bool:
         site = decision.site
@@ -368,21 +409,29 @@ class Reconciler:
         self.emit(Kind.CERT_REQUESTED, site.name, decision.reason, action=decision.action.value)
         started = time.monotonic()
         try:
-            outcome = self._run_certbot(decision)
+            problem = self._preflight(site)
+            if problem:
+                outcome = certbot.Outcome(False, problem, certbot.Failure.PREFLIGHT)
+            else:
+                with self._ledger_lock:
+                    self.ledger.record_order(site.name, site.domains, self.clock())
+                outcome = self._issue_or_renew(decision)
         except ConfigError as exc:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.UNKNOWN)
         except DockerUnavailable as exc:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.TRANSIENT)
+        if self._stop.is_set() and not outcome.ok:
+            log.info("site %s: certificate request abandoned (stopping)", site.name)
+            return False
         now = self.clock()
+        duration = time.monotonic() - started
         if outcome.ok:
-            self.ledger.record_success(site.name, site.domains, now, issued=not outcome.kept)
-            self.ledger.save()
+            with self._ledger_lock:
+                self.ledger.record_success(site.name, site.domains, now, issued=not outcome.kept)
+                self.ledger.save()
             lineages, _ = certs.read_lineages(self.settings.certs_dir)
             cert = lineages.get(site.name)
             if cert is not None:
-                from .planner import renewal_time
-
-                duration = time.monotonic() - started
                 log.info("site %s: certificate %s in %.1fs by %s, valid until %s UTC; renewal planned %s UTC",
                          site.name, "kept" if outcome.kept else "issued", duration,
                          cert.issuer, f"{cert.not_after:%Y-%m-%d %H:%M}", f"{renewal_time(cert):%Y-%m-%d %H:%M}")
@@ -392,20 +441,53 @@ class Reconciler:
                               not_after=cert.not_after, next_renewal=renewal_time(cert), duration=duration,
                               action=decision.action.value)
             return True
-        attempt = self.ledger.record_failure(site.name, site.domains, now, outcome.summary, outcome.retry_after)
-        self.ledger.save()
-        from .planner import backoff_delay
-
+        with self._ledger_lock:
+            attempt = self.ledger.record_failure(site.name, site.domains, now, outcome.summary, outcome.retry_after,
+                                                 validation=outcome.failure == certbot.Failure.VALIDATION)
+            self.ledger.save()
         retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures)]))
         failure = outcome.failure.value if outcome.failure else "error"
         log.error("site %s: certificate request failed (%s): %s; next attempt %s UTC",
                   site.name, failure, outcome.summary, f"{retry:%Y-%m-%d %H:%M:%S}")
         self.emit(Kind.CERT_FAILED, site.name, outcome.summary, failure=failure, error=outcome.summary,
-                  next_attempt=retry, failures=attempt.failures, duration=time.monotonic() - started)
+                  next_attempt=retry, failures=attempt.failures, duration=duration)
         return False
 
+    def _preflight(self, site: Site) -> str:
+        """Check through the real nginx that the challenge path serves the webroot for every name.
+
+        Returns "" when fine (or when it cannot be checked), else why the CA should not be asked.
+        """
+        if not self.settings.preflight or self._nginx_addr is None:
+            return ""
+        token = "sidecar-probe-" + secrets.token_urlsafe(12)
+        path = self.settings.webroot_dir / ".well-known" / "acme-challenge" / token
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token, encoding="ascii")
+            path.chmod(0o644)
+            for domain in site.domains:
+                got = _http_get(self._nginx_addr, domain, f"/.well-known/acme-challenge/{token}")
+                if got != (200, token):
+                    status = got[0] if got[0] else "no answer"
+                    return (f"preflight: nginx answered {status} instead of the probe file for "
+                            f"http://{domain}/.well-known/acme-challenge/ (is the webroot volume mounted in nginx "
+                            f"at {self.settings.webroot_dir}, and does no other server block take {domain} on port 80?); "
+                            "not asking the CA, to spare its failed-validation limit")
+            return ""
+        finally:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
     def run_pass(self) -> datetime | None:
-        """One full reconcile. Returns when the next pass is due (None: only on events)."""
+        """One full reconcile. Returns when the next pass is due (None: only on events).
+
+        New certificates run in parallel (``CERTBOT_CONCURRENCY``); while they run,
+        new triggers take a fresh snapshot and add work, and nginx is reloaded at most
+        every ``RELOAD_INTERVAL`` seconds until the burst is over.
+        """
         self.passes += 1
         state, nginx_c = self.snapshot()
         self._report(state)
@@ -419,22 +501,90 @@ class Reconciler:
             self._write_status(state, None)
             return self.clock() + MAX_SLEEP
         self.memory.problems.discard("nginx container not found")
+        self._nginx_addr = self._reachable_address(nginx_c)
         self._apply(state, nginx_c)
-
-        lineages, _ = certs.read_lineages(self.settings.certs_dir)
-        self.ledger.forget({s.name for s in state.sites})
-        the_plan = plan(state.sites, lineages, self.ledger.attempts, self.policy, self.clock())
+        last_apply = time.monotonic()
+        pending_apply = False
+        in_flight: dict[str, Future[bool]] = {}
+        pool = ThreadPoolExecutor(max_workers=self.settings.certbot_concurrency, thread_name_prefix="certbot")
+        try:
+            while True:
+                the_plan = self._plan(state)
+                self._write_status(state, the_plan)
+                account_ready = lineage.has_account(self.settings.certs_dir, self.settings.acme_server)
+                for decision in the_plan.to_run:
+                    if self._stop.is_set() or (not account_ready and in_flight):
+                        break  # the first run registers the ACME account; the others wait for it
+                    if decision.site.name not in in_flight and self._within_budget(decision):
+                        in_flight[decision.site.name] = pool.submit(self._obtain, decision)
+                        if not account_ready:
+                            break
+                if not in_flight:
+                    break
+                done, _ = wait(list(in_flight.values()), timeout=0.5, return_when=FIRST_COMPLETED)
+                for name in [n for n, f in in_flight.items() if f.done()]:
+                    future = in_flight.pop(name)
+                    if future.exception() is not None:
+                        log.error("site %s: certificate work crashed: %r", name, future.exception())
+                    elif future.result():
+                        pending_apply = True
+                if self._wake.is_set() and not self._stop.is_set():
+                    # New triggers while certbot runs: take a fresh snapshot now.
+                    self._wake.clear()
+                    state, found = self.snapshot()
+                    self._report(state)
+                    nginx_c = found or nginx_c
+                    pending_apply = True
+                if pending_apply and (not in_flight or time.monotonic() - last_apply >= self.settings.reload_interval):
+                    self._apply(state, nginx_c)
+                    last_apply, pending_apply = time.monotonic(), False
+                if self._stop.is_set() and in_flight:
+                    self.docker.remove_labelled(f"{self.settings.managed_label}=certbot")
+        finally:
+            pool.shutdown(wait=True)
+        if pending_apply:
+            self._apply(state, nginx_c)
+        the_plan = self._plan(state)
         self._write_status(state, the_plan)
-        for decision in the_plan.to_run:
-            if self._stop.is_set():
-                break
-            if self._obtain(decision):
-                self._apply(state, nginx_c)
-        if the_plan.to_run:
-            lineages, _ = certs.read_lineages(self.settings.certs_dir)
-            the_plan = plan(state.sites, lineages, self.ledger.attempts, self.policy, self.clock())
-            self._write_status(state, the_plan)
-        return the_plan.next_wakeup
+        wakeups = [t for t in [the_plan.next_wakeup, *self._postponed.values()] if t is not None]
+        return min(wakeups) if wakeups else None
+
+    def _within_budget(self, decision: Decision) -> bool:
+        """Check the CA's rate limits before asking; log a postponement once."""
+        site = decision.site
+        with self._ledger_lock:
+            verdict = ratelimits.check(
+                self.limits, site.domains, decision.action in (Action.RENEW, Action.REKEY),
+                self.ledger.issued, self.ledger.orders, self.ledger.failed_validations, self.clock(),
+            )
+        if verdict.allowed:
+            self._postponed.pop(site.name, None)
+            return True
+        if self._postponed.get(site.name) != verdict.frees_at:
+            log.warning("site %s: %s certificate postponed: %s", site.name, decision.action.value, verdict)
+            self.emit(Kind.CERT_POSTPONED, site.name, str(verdict), until=verdict.frees_at, why=verdict.limit)
+        self._postponed[site.name] = verdict.frees_at
+        return False
+
+    def _plan(self, state: DesiredState) -> Plan:
+        lineages, _ = certs.read_lineages(self.settings.certs_dir)
+        with self._ledger_lock:
+            self.ledger.forget({s.name for s in state.sites})
+            attempts = dict(self.ledger.attempts)
+        return plan(state.sites, lineages, attempts, self.policy, self.clock())
+
+    def _reachable_address(self, nginx_c: ContainerInfo) -> tuple[str, int] | None:
+        """nginx's address on a network the sidecar shares with it (for the preflight probe)."""
+        if not self.own_id:
+            return None
+        me = self.docker.find_container(self.own_id)
+        if me is None:
+            return None
+        shared = sorted(set(me.networks) & set(nginx_c.networks))
+        for net in shared:
+            if nginx_c.networks.get(net):
+                return nginx_c.networks[net], 80
+        return None
 
     def _write_status(self, state: DesiredState, the_plan: object) -> None:
         decisions = getattr(the_plan, "decisions", ()) or ()
@@ -470,7 +620,13 @@ class Reconciler:
                 last_error=attempt.last_error if attempt else "",
                 failures=attempt.failures if attempt else 0,
             ))
-        self.observers.snapshot(PassSnapshot(self.clock(), statuses, data["problems"]))
+        with self._ledger_lock:
+            budgets = ratelimits.remaining(
+                self.limits, {ratelimits.registered_domain(d) for st in statuses for d in st.domains},
+                self.ledger.issued, self.ledger.orders, self.clock(),
+            )
+        data["rate_limit_budgets"] = budgets
+        self.observers.snapshot(PassSnapshot(self.clock(), statuses, data["problems"], budgets))
         try:
             nginx.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
         except OSError as exc:
@@ -536,6 +692,18 @@ class Reconciler:
                  s.acme_server, s.certbot_image, p, p, f", sites file {s.sites_file}" if s.sites_file else "")
         log.info("add a site: docker run -d --network <a network nginx is on> -l %s.domains=example.com "
                  "-l %s.port=8080 <image>", p, p)
+
+
+def _http_get(addr: tuple[str, int], host: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(addr[0], addr[1], timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host, "User-Agent": "nginx-acme-sidecar-preflight"})
+        resp = conn.getresponse()
+        return resp.status, resp.read(4096).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return 0, ""
+    finally:
+        conn.close()
 
 
 def _openssl_at_least(nginx_v: str, wanted: tuple[int, int]) -> bool:

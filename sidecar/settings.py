@@ -50,6 +50,23 @@ class Settings:
     certbot_timeout_seconds: float = 300.0
     log_format: str = "text"
     log_level: str = "INFO"
+    # How many certbot containers may run at once (new certificates; renewals of
+    # existing lineages share certbot's lock on the certificate directory and run one by one).
+    certbot_concurrency: int = 4
+    # During a burst of new certificates, reload nginx at most this often (seconds).
+    reload_interval: float = 10.0
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
+    acme_profile: str | None = None
+    # Rate-limit budgets to respect: "letsencrypt", "letsencrypt-staging" or "off".
+    rate_limits: str = "letsencrypt"
+    ari: bool = True
+    preflight: bool = True
+
+    def __repr__(self) -> str:  # never print the EAB secret
+        return "Settings(" + ", ".join(
+            f"{k}={'***' if k == 'eab_hmac_key' and v else v!r}" for k, v in self.__dict__.items()
+        ) + ")"
 
     @property
     def nginx_label(self) -> str:
@@ -129,9 +146,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"{key}={value!r}: not a container name or id")
         names[key] = value
 
+    eab_kid, eab_key = _str(env, "ACME_EAB_KID"), _str(env, "ACME_EAB_HMAC_KEY")
+    if bool(eab_kid) != bool(eab_key):
+        raise ConfigError("ACME_EAB_KID and ACME_EAB_HMAC_KEY must be set together")
+    for key, value in (("ACME_EAB_KID", eab_kid), ("ACME_EAB_HMAC_KEY", eab_key)):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_=-]{1,512}", value):
+            raise ConfigError(f"{key}: must be base64url text")  # never echo a secret
+    profile = _str(env, "ACME_PROFILE")
+    if profile is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", profile):
+        raise ConfigError(f"ACME_PROFILE={profile!r}: a profile name like classic, tlsserver or shortlived")
+    server = _acme_server(env)
+    limits = _choice(env, "RATE_LIMITS", "auto", ("auto", "letsencrypt", "letsencrypt-staging", "off"))
+    if limits == "auto":
+        limits = {LETSENCRYPT_PRODUCTION: "letsencrypt", LETSENCRYPT_STAGING: "letsencrypt-staging"}.get(server, "off")
+
     defaults = Settings()
     return Settings(
-        acme_server=_acme_server(env),
+        acme_server=server,
         acme_email=email,
         acme_ca_bundle=_path(env, "ACME_CA_BUNDLE", None),
         key_type=_choice(env, "ACME_KEY_TYPE", "ecdsa", ("ecdsa", "rsa")),
@@ -148,4 +179,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         certbot_timeout_seconds=_float(env, "CERTBOT_TIMEOUT", defaults.certbot_timeout_seconds, 10.0, 3600.0),
         log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        certbot_concurrency=int(_float(env, "CERTBOT_CONCURRENCY", defaults.certbot_concurrency, 1, 16)),
+        reload_interval=_float(env, "RELOAD_INTERVAL", defaults.reload_interval, 0.0, 300.0),
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key,
+        acme_profile=profile,
+        rate_limits=limits,
+        ari=_choice(env, "ARI", "on", ("on", "off")) == "on",
+        preflight=_choice(env, "PREFLIGHT_CHECK", "on", ("on", "off")) == "on",
     )

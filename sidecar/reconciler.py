@@ -18,7 +18,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -27,7 +27,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponen
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import certbot, certs, desired, labels, lineage, nginx, ratelimits, render, sitesfile
+from . import certbot, certs, desired, labels, lineage, nginx, ratelimits, render, runlogs, sitesfile
 from .docker_api import Docker
 from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
 from .events import Event, Kind, Observers, PassSnapshot, SiteStatus
@@ -41,6 +41,8 @@ log = logging.getLogger("sidecar")
 MAX_SLEEP = timedelta(minutes=5)
 CA_BUNDLE_NAME = "sidecar-ca-bundle.pem"
 STATUS_FILE = "status.json"
+OWNER_LABEL = "nginx-acme-sidecar.owner"
+COMPOSE_PROJECT = "com.docker.compose.project"
 LAST_GOOD_SITES = "sites-last-good.yml"
 
 
@@ -70,6 +72,9 @@ class _SitesFileHandler(FileSystemEventHandler):
         self.poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Only changes: our own reads produce "opened"/"closed_no_write" events.
+        if event.event_type not in ("created", "modified", "moved", "deleted", "closed"):
+            return
         paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
         if self.path in paths:
             self.poke("sites file changed")
@@ -110,15 +115,41 @@ class Reconciler:
         self._ledger_lock = threading.Lock()
         self._nginx_addr: tuple[str, int] | None = None
         self.limits = ratelimits.PROFILES[settings.rate_limits]
+        self.me: ContainerInfo | None = None
+        self.owner = "host"
+        self._ambiguous_nginx = ""
         # site name -> when a rate-limit budget frees up for it
         self._postponed: dict[str, datetime | None] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
+        # sites an operator asked to renew now even if not due (``renew NAME --force``)
+        self.forced: set[str] = set()
 
     def emit(self, kind: Kind, site: str = "", message: str = "", **details: object) -> None:
         self.observers.event(Event(kind, self.clock(), site, message, dict(details)))
 
     # -- triggers --------------------------------------------------------------
+    def request_renewal(self, name: str, force: bool = False) -> str:
+        """From the operator (``renew NAME [--force]``): retry now, ignoring our own back-off;
+        with ``force`` renew even if not due. A CA's retry-after and rate limits still apply.
+        Raises ``KeyError`` for an unknown site."""
+        if name not in self.memory.sites:
+            raise KeyError(name)
+        with self._ledger_lock:
+            attempt = self.ledger.attempts.get(name)
+            if attempt is not None and attempt.last_failure is not None:
+                self.ledger.attempts[name] = replace(attempt, last_failure=None)
+                self.ledger.save()
+        if force:
+            self.forced.add(name)
+        log.info("site %s: %s requested by operator", name, "forced renewal" if force else "renewal check")
+        self.poke(f"operator: renew {name}")
+        return f"site {name}: {'forced renewal' if force else 'renewal check'} requested; see the logs or status"
+
+    def preview(self) -> Plan:
+        """What the next pass would decide now, from the last pass's sites (for ``plan``)."""
+        return self._plan(DesiredState(tuple(self.memory.sites.values())))
+
     def poke(self, reason: str) -> None:
         with self._lock:
             self._reasons.append(reason)
@@ -145,6 +176,9 @@ class Reconciler:
                 if self._stop.is_set():
                     return
                 action = str(event.get("Action") or event.get("status") or "").split(":")[0]
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                if self.settings.managed_label in attributes:
+                    continue  # our own certbot containers coming and going
                 if action in interesting:
                     self.poke(f"docker {event.get('Type')} {action}")
             if not self._stop.is_set():
@@ -186,20 +220,38 @@ class Reconciler:
                                     str(s.webroot_dir): {"bind": str(s.webroot_dir), "mode": "rw"}}
         for leftover in lineage.recover(s.certs_dir):
             log.warning("cleaned up after an interrupted run: removed %s", leftover)
-        removed = self.docker.remove_labelled(f"{s.managed_label}=certbot")
+        me = self.docker.find_container(self.own_id) if self.own_id else None
+        self.me = me
+        # certbot containers carry their owner, so several stacks on one engine never touch each other's.
+        self.owner = me.name if me else "host"
+        removed = self.docker.remove_labelled(f"{OWNER_LABEL}={self.owner}")
         if removed:
             log.info("removed %d leftover certbot container(s) from an earlier run", removed)
         self.docker.ensure_image(s.certbot_image)
 
     def find_nginx(self, containers: list[ContainerInfo]) -> ContainerInfo | None:
+        """The nginx to manage: by name, else the one labelled ``<prefix>.nginx=true``.
+
+        With several labelled containers on the engine (several stacks), the one in
+        the sidecar's own Compose project wins, then one sharing a network with it.
+        """
         s = self.settings
         if s.nginx_container:
             want = s.nginx_container
             return next((c for c in containers if c.name == want or c.id.startswith(want)), None)
         marked = [c for c in containers if c.labels.get(s.nginx_label, "").lower() in ("true", "1", "yes")]
+        me = self.me
+        if len(marked) > 1 and me is not None:
+            project = me.labels.get(COMPOSE_PROJECT)
+            same_project = [c for c in marked if project and c.labels.get(COMPOSE_PROJECT) == project]
+            same_network = [c for c in marked if set(c.networks) & set(me.networks)]
+            marked = same_project or same_network or marked
         if len(marked) > 1:
-            log.warning("several containers carry %s=true (%s); using %s", s.nginx_label,
-                        ", ".join(c.name for c in marked), marked[0].name)
+            names = ", ".join(c.name for c in marked)
+            if names != self._ambiguous_nginx:
+                log.warning("several containers carry %s=true (%s); using %s (set NGINX_CONTAINER to choose)",
+                            s.nginx_label, names, marked[0].name)
+                self._ambiguous_nginx = names
         return marked[0] if marked else None
 
     def probe_nginx(self, nginx_id: str) -> render.NginxTraits:
@@ -266,10 +318,21 @@ class Reconciler:
         nginx_c = self.find_nginx(containers)
         nginx_networks = list(nginx_c.networks) if nginx_c else []
         label_sites, label_problems = labels.sites_from_containers(
-            [c for c in containers if nginx_c is None or c.id != nginx_c.id], self.settings.label_prefix, nginx_networks
+            [c for c in containers if (nginx_c is None or c.id != nginx_c.id) and self._in_scope(c, nginx_networks)],
+            self.settings.label_prefix, nginx_networks,
         )
         file_sites, file_problems = self._file_sites()
         return desired.merge(file_sites, label_sites, label_problems + file_problems), nginx_c
+
+    def _in_scope(self, c: ContainerInfo, nginx_networks: list[str]) -> bool:
+        """SITES_SCOPE: which containers may declare sites (all, this Compose project, nginx's networks)."""
+        scope = self.settings.sites_scope
+        if scope == "project":
+            project = self.me.labels.get(COMPOSE_PROJECT) if self.me else None
+            return bool(project) and c.labels.get(COMPOSE_PROJECT) == project
+        if scope == "network":
+            return bool(set(c.networks) & set(nginx_networks))
+        return True
 
     def _report(self, state: DesiredState) -> None:
         now_problems = {str(p) for p in state.problems}
@@ -297,7 +360,8 @@ class Reconciler:
                 self.emit(Kind.SITE_REMOVED, name, f"{site.source} is gone")
         self.memory.sites = dict(current)
 
-    def _apply(self, state: DesiredState, nginx_c: ContainerInfo) -> None:
+    def _apply(self, state: DesiredState, nginx_c: ContainerInfo) -> bool:
+        """Render, test and reload; True when nginx was reloaded."""
         lineages, cert_problems = certs.read_lineages(self.settings.certs_dir)
         for p in cert_problems:
             log.warning("%s", p)
@@ -314,7 +378,7 @@ class Reconciler:
             result = nginx.apply(self.settings.conf_dir, wanted, control, on_reject=rejected)
         except NginxError as exc:
             log.error("%s", exc)
-            return
+            return False
         live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
         by_file = {render.site_filename(s.name): s for s in state.sites}
         for filename in sorted(live - self.memory.live):
@@ -328,6 +392,7 @@ class Reconciler:
                      "" if len(result.written) == 1 else "s", len(result.removed))
             self.emit(Kind.RELOAD, "", "nginx reloaded", written=result.written, removed=result.removed)
         self.memory.live = live
+        return result.reloaded
 
     def _certbot_env(self) -> dict[str, str]:
         bundle = self.settings.acme_ca_bundle
@@ -365,10 +430,12 @@ class Reconciler:
                 volumes=self.certbot_volumes,
                 environment=env,
                 network_mode=f"container:{self.own_id}" if self.own_id else None,
-                labels={self.settings.managed_label: "certbot", "nginx-acme-sidecar.site": site.name},
+                labels={self.settings.managed_label: "certbot", OWNER_LABEL: self.owner,
+                        "nginx-acme-sidecar.site": site.name},
                 timeout=self.settings.certbot_timeout_seconds,
             )
             self.last_certbot_output[site.name] = (result.exit_code, result.output)
+            runlogs.keep(self.settings.state_dir, site.name, result.exit_code, result.output, self.clock())
             outcome = certbot.classify(result.exit_code, result.output, self.clock())
             if outcome.failure == certbot.Failure.ACCOUNT_MISSING and attempt == 0:
                 self._drop_account(config_dir or self.settings.certs_dir)
@@ -407,6 +474,7 @@ class Reconciler:
                 Action.RENEW: "renewing"}[decision.action]
         log.info("site %s: %s certificate for %s (%s)", site.name, verb, ", ".join(site.domains), decision.reason)
         self.emit(Kind.CERT_REQUESTED, site.name, decision.reason, action=decision.action.value)
+        self.forced.discard(site.name)
         started = time.monotonic()
         try:
             problem = self._preflight(site)
@@ -503,7 +571,8 @@ class Reconciler:
         self.memory.problems.discard("nginx container not found")
         self._nginx_addr = self._reachable_address(nginx_c)
         self._apply(state, nginx_c)
-        last_apply = time.monotonic()
+        # The first certificate of a burst goes live at once; later ones are batched.
+        last_apply = float("-inf")
         pending_apply = False
         in_flight: dict[str, Future[bool]] = {}
         pool = ThreadPoolExecutor(max_workers=self.settings.certbot_concurrency, thread_name_prefix="certbot")
@@ -531,15 +600,18 @@ class Reconciler:
                 if self._wake.is_set() and not self._stop.is_set():
                     # New triggers while certbot runs: take a fresh snapshot now.
                     self._wake.clear()
+                    previous = state.sites
                     state, found = self.snapshot()
                     self._report(state)
                     nginx_c = found or nginx_c
-                    pending_apply = True
+                    if state.sites != previous:
+                        pending_apply = True
                 if pending_apply and (not in_flight or time.monotonic() - last_apply >= self.settings.reload_interval):
-                    self._apply(state, nginx_c)
-                    last_apply, pending_apply = time.monotonic(), False
+                    if self._apply(state, nginx_c):
+                        last_apply = time.monotonic()
+                    pending_apply = False
                 if self._stop.is_set() and in_flight:
-                    self.docker.remove_labelled(f"{self.settings.managed_label}=certbot")
+                    self.docker.remove_labelled(f"{OWNER_LABEL}={self.owner}")
         finally:
             pool.shutdown(wait=True)
         if pending_apply:
@@ -571,7 +643,7 @@ class Reconciler:
         with self._ledger_lock:
             self.ledger.forget({s.name for s in state.sites})
             attempts = dict(self.ledger.attempts)
-        return plan(state.sites, lineages, attempts, self.policy, self.clock())
+        return plan(state.sites, lineages, attempts, self.policy, self.clock(), forced=frozenset(self.forced))
 
     def _reachable_address(self, nginx_c: ContainerInfo) -> tuple[str, int] | None:
         """nginx's address on a network the sidecar shares with it (for the preflight probe)."""
@@ -615,6 +687,7 @@ class Reconciler:
                 name=d.site.name, domains=d.site.domains, source=d.site.source, state=d.action.value,
                 reason=d.reason, live=render.site_filename(d.site.name) in self.memory.live,
                 not_after=cert.not_after if cert else None,
+                not_before=cert.not_before if cert else None,
                 next_renewal=d.at if d.action == Action.OK else None,
                 next_attempt=d.at if d.action == Action.WAIT else None,
                 last_error=attempt.last_error if attempt else "",

@@ -7,6 +7,7 @@ misbehaving later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -50,9 +51,15 @@ class Settings:
     certbot_timeout_seconds: float = 300.0
     log_format: str = "text"
     log_level: str = "INFO"
+    # TLS profile for sites without their own (label acme.tls): "intermediate" or "modern".
+    tls_profile: str = "intermediate"
+    # Per-site snippet directories (<dir>/<site>/*.conf) included in each HTTPS server; None: off.
+    snippets_dir: Path | None = Path("/etc/nginx/sidecar-snippets")
+    # Directory whose site.conf.j2 / global.conf.j2 replace the shipped templates.
+    templates_dir: Path | None = None
     # How many certbot containers may run at once (new certificates; renewals of
     # existing lineages share certbot's lock on the certificate directory and run one by one).
-    certbot_concurrency: int = 4
+    certbot_concurrency: int = 8
     # During a burst of new certificates, reload nginx at most this often (seconds).
     reload_interval: float = 10.0
     eab_kid: str | None = None
@@ -62,10 +69,17 @@ class Settings:
     rate_limits: str = "letsencrypt"
     ari: bool = True
     preflight: bool = True
+    # Which containers may declare sites: all, project (the sidecar's Compose project), network (nginx's networks)
+    sites_scope: str = "all"
+    # Status/metrics HTTP server (healthz, metrics, status, plan, renew); port 0 turns it off.
+    status_addr: str = "0.0.0.0"
+    status_port: int = 9090
+    # Apprise URLs for alerts (mailto://, json://, ...): secrets, never printed.
+    alert_urls: tuple[str, ...] = ()
 
-    def __repr__(self) -> str:  # never print the EAB secret
+    def __repr__(self) -> str:  # never print the EAB secret nor alert URLs (they carry passwords)
         return "Settings(" + ", ".join(
-            f"{k}={'***' if k == 'eab_hmac_key' and v else v!r}" for k, v in self.__dict__.items()
+            f"{k}={'***' if k in ('eab_hmac_key', 'alert_urls') and v else v!r}" for k, v in self.__dict__.items()
         ) + ")"
 
     @property
@@ -123,6 +137,30 @@ def _acme_server(env: Mapping[str, str]) -> str:
     return url
 
 
+def _status_addr(env: Mapping[str, str]) -> str:
+    raw = _str(env, "STATUS_ADDR") or "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(f"STATUS_ADDR={raw!r}: an IP address to listen on, like 0.0.0.0 or 127.0.0.1") from None
+
+
+_URL_START = re.compile(r"[\s,]+(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_alert_urls(raw: str) -> tuple[str, ...]:
+    """``ALERT_URLS``: apprise URLs separated by commas or spaces.
+
+    Only a separator followed by ``scheme://`` splits, so ``mailto://...?to=a@x,b@x`` stays whole.
+    Errors name the entry by its position, never its text (it may hold a password).
+    """
+    urls = tuple(u.strip(" ,") for u in _URL_START.split(raw.strip()) if u.strip(" ,"))
+    for i, url in enumerate(urls, 1):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", url):
+            raise ConfigError(f"ALERT_URLS: entry {i} is not a URL like mailto://... or json://host/path")
+    return urls
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raise ``ConfigError`` naming the bad variable."""
     env = os.environ if env is None else env
@@ -160,6 +198,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if limits == "auto":
         limits = {LETSENCRYPT_PRODUCTION: "letsencrypt", LETSENCRYPT_STAGING: "letsencrypt-staging"}.get(server, "off")
 
+    snippets = _str(env, "SNIPPETS_DIR")
+    if snippets is not None and snippets.lower() != "off" and not re.fullmatch(r"/[A-Za-z0-9._/-]{0,200}", snippets):
+        raise ConfigError(f"SNIPPETS_DIR={snippets!r}: an absolute path of letters, digits and ._/- (or off)")
+    templates_dir = _path(env, "TEMPLATES_DIR", None)
+    if templates_dir is not None:
+        from . import render  # compiles the templates: a broken one stops the sidecar at start
+
+        render.check_templates(str(templates_dir))
+
     defaults = Settings()
     return Settings(
         acme_server=server,
@@ -179,6 +226,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         certbot_timeout_seconds=_float(env, "CERTBOT_TIMEOUT", defaults.certbot_timeout_seconds, 10.0, 3600.0),
         log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        tls_profile=_choice(env, "TLS_PROFILE", "intermediate", ("intermediate", "modern")),
+        snippets_dir=defaults.snippets_dir if snippets is None else None if snippets.lower() == "off" else Path(snippets),
+        templates_dir=templates_dir,
         certbot_concurrency=int(_float(env, "CERTBOT_CONCURRENCY", defaults.certbot_concurrency, 1, 16)),
         reload_interval=_float(env, "RELOAD_INTERVAL", defaults.reload_interval, 0.0, 300.0),
         eab_kid=eab_kid,
@@ -187,4 +237,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rate_limits=limits,
         ari=_choice(env, "ARI", "on", ("on", "off")) == "on",
         preflight=_choice(env, "PREFLIGHT_CHECK", "on", ("on", "off")) == "on",
+        sites_scope=_choice(env, "SITES_SCOPE", "all", ("all", "project", "network")),
+        status_addr=_status_addr(env),
+        status_port=int(_float(env, "STATUS_PORT", defaults.status_port, 0, 65535)),
+        alert_urls=split_alert_urls(_str(env, "ALERT_URLS") or ""),
     )

@@ -227,6 +227,8 @@ def new_stack(tmp_root: Path) -> Stack:
         "DEMO_NETWORK": f"{project}-net",
         "SITES_DIR": str(sites_dir),
         "DEBOUNCE_SECONDS": "0.2",
+        # other stacks may run on the same engine (parallel test runs, the benchmark)
+        "SITES_SCOPE": "network",
         "LOG_LEVEL": "info",
     }
     return Stack(project, f"{project}-net", http_port, https_port, mgmt_port, sites_dir, env, client)

@@ -57,6 +57,7 @@ class Attempt:
 class Policy:
     key_type: str = "ecdsa"
     acme_server: str = ""
+    backoff: tuple[timedelta, ...] = BACKOFF
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,10 @@ class Plan:
         return tuple(d for d in self.decisions if d.needs_certbot)
 
 
-def backoff_delay(failures: int) -> timedelta:
-    if failures <= 0:
+def backoff_delay(failures: int, schedule: tuple[timedelta, ...] = BACKOFF) -> timedelta:
+    if failures <= 0 or not schedule:
         return timedelta(0)
-    return BACKOFF[min(failures, len(BACKOFF)) - 1]
+    return schedule[min(failures, len(schedule)) - 1]
 
 
 def jitter(name: str, span: timedelta) -> timedelta:
@@ -139,15 +140,18 @@ def decide(
     policy: Policy,
     now: datetime,
     ari_window: tuple[datetime, datetime] | None = None,
+    forced: bool = False,
 ) -> Decision:
     decision = _needed(site, cert, policy, now, ari_window)
+    if forced and decision.action == Action.OK:
+        decision = Decision(site, Action.RENEW, "renewal requested by operator")
     if not decision.needs_certbot or attempt is None:
         return decision
     waits: list[tuple[datetime, str]] = []
     if attempt.not_before is not None and now < attempt.not_before:
         waits.append((attempt.not_before, "the CA asked to retry after this time"))
     if attempt.failures and attempt.last_failure is not None and attempt.domains == site.domains:
-        retry = attempt.last_failure + backoff_delay(attempt.failures)
+        retry = attempt.last_failure + backoff_delay(attempt.failures, policy.backoff)
         if now < retry:
             waits.append((retry, f"back-off after {attempt.failures} failure{'s' if attempt.failures > 1 else ''}"))
     if not waits:
@@ -164,11 +168,16 @@ def plan(
     policy: Policy,
     now: datetime,
     ari_windows: Mapping[str, tuple[datetime, datetime]] | None = None,
+    forced: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Decide for every site; certbot work comes first for new sites, then renewals."""
+    """Decide for every site; certbot work comes first for new sites, then renewals.
+
+    ``forced``: sites an operator asked to renew now (``renew NAME --force``), even if not due.
+    """
     ari_windows = ari_windows or {}
     decisions = [
-        decide(s, certificates.get(s.name), attempts.get(s.name), policy, now, ari_windows.get(s.name))
+        decide(s, certificates.get(s.name), attempts.get(s.name), policy, now, ari_windows.get(s.name),
+               forced=s.name in forced)
         for s in sites
     ]
     order = {Action.ISSUE: 0, Action.EXPAND: 1, Action.REKEY: 2, Action.RENEW: 3}

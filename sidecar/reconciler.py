@@ -101,7 +101,8 @@ class Reconciler:
         self.docker = docker
         self.clock = clock
         self.ledger = Ledger.load(settings.state_dir / "ledger.json")
-        self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server)
+        self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server,
+                             backoff=settings.backoff)
         self.memory = _Memory()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -513,7 +514,7 @@ class Reconciler:
             attempt = self.ledger.record_failure(site.name, site.domains, now, outcome.summary, outcome.retry_after,
                                                  validation=outcome.failure == certbot.Failure.VALIDATION)
             self.ledger.save()
-        retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures)]))
+        retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures, self.policy.backoff)]))
         failure = outcome.failure.value if outcome.failure else "error"
         log.error("site %s: certificate request failed (%s): %s; next attempt %s UTC",
                   site.name, failure, outcome.summary, f"{retry:%Y-%m-%d %H:%M:%S}")

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
@@ -69,6 +70,9 @@ class Settings:
     rate_limits: str = "letsencrypt"
     ari: bool = True
     preflight: bool = True
+    # Back-off after failed attempts of one certificate (the CA's integration guide: 1m, 10m, 100m, daily)
+    backoff: tuple[timedelta, ...] = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100),
+                                      timedelta(days=1))
     # Which containers may declare sites: all, project (the sidecar's Compose project), network (nginx's networks)
     sites_scope: str = "all"
     # Status/metrics HTTP server (healthz, metrics, status, plan, renew); port 0 turns it off.
@@ -125,6 +129,26 @@ def _path(env: Mapping[str, str], key: str, default: Path | None) -> Path | None
     if not raw.startswith("/") or "\n" in raw:
         raise ConfigError(f"{key}={raw!r}: must be an absolute path")
     return Path(raw)
+
+
+_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _durations(env: Mapping[str, str], key: str, default: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+    """``1m,10m,100m,1d`` -> timedeltas; each step at least 1 s, the list non-decreasing."""
+    raw = _str(env, key)
+    if raw is None:
+        return default
+    steps = []
+    for part in raw.split(","):
+        match = _DURATION.fullmatch(part.strip())
+        if not match or int(match.group(1)) == 0:
+            raise ConfigError(f"{key}={raw!r}: use durations like 1m,10m,100m,1d")
+        steps.append(timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}))
+    if len(steps) > 10 or steps != sorted(steps):
+        raise ConfigError(f"{key}={raw!r}: at most 10 steps, each at least as long as the one before")
+    return tuple(steps)
 
 
 def _acme_server(env: Mapping[str, str]) -> str:
@@ -238,6 +262,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ari=_choice(env, "ARI", "on", ("on", "off")) == "on",
         preflight=_choice(env, "PREFLIGHT_CHECK", "on", ("on", "off")) == "on",
         sites_scope=_choice(env, "SITES_SCOPE", "all", ("all", "project", "network")),
+        backoff=_durations(env, "BACKOFF_SCHEDULE", defaults.backoff),
         status_addr=_status_addr(env),
         status_port=int(_float(env, "STATUS_PORT", defaults.status_port, 0, 65535)),
         alert_urls=split_alert_urls(_str(env, "ALERT_URLS") or ""),

@@ -185,7 +185,18 @@ class Stack:
         path.write_text(json.dumps(data, indent=1) + "\n")
 
     # -- lifecycle -------------------------------------------------------------
+    def save_logs(self) -> None:
+        """Keep every service's log in .artifacts/logs/ for post-mortems."""
+        out = ARTIFACTS / "logs"
+        out.mkdir(parents=True, exist_ok=True)
+        for service in ("sidecar", "nginx", "pebble"):
+            try:
+                (out / f"{self.project}-{service}.log").write_text(self.logs(service))
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
     def down(self) -> None:
+        self.save_logs()
         for cid in self.started:
             try:
                 self.client.containers.get(cid).remove(force=True)

@@ -107,8 +107,14 @@ def apply(
     control: NginxControl,
     on_reject: Callable[[str, str], None] | None = None,
     max_isolations: int = 20,
+    verify: Callable[[list[str]], str] | None = None,
 ) -> ApplyResult:
-    """Make the owned files in ``conf_dir`` equal ``wanted``; test; reload."""
+    """Make the owned files in ``conf_dir`` equal ``wanted``; test; reload.
+
+    ``verify(written)`` runs after the reload and returns "" when nginx really serves
+    what was written (for example the new certificate over TLS with SNI); anything
+    else puts the previous files back, reloads them and raises ``NginxError``.
+    """
     before = owned_files(conf_dir)
     result = ApplyResult()
     target = dict(wanted)
@@ -161,6 +167,16 @@ def apply(
         return result
     ok, output = control.reload()
     if not ok:
-        raise NginxError(f"nginx -s reload failed: {first_error_line(output)}", output)
+        put(before)
+        control.reload()
+        raise NginxError(f"nginx -s reload failed, previous configuration restored: {first_error_line(output)}",
+                         output)
     result.reloaded = True
+    if verify is not None:
+        problem = verify(result.written)
+        if problem:
+            put(before)
+            control.reload()
+            raise NginxError(f"after the reload nginx did not serve what was written ({problem}); "
+                             "previous configuration restored")
     return result

@@ -185,11 +185,36 @@ def test_other_failures_restore_everything_byte_for_byte(conf_dir: Path, breaker
     assert fake.reloads == [] and rejected == []
 
 
-def test_reload_failure_raises(conf_dir: Path) -> None:
+def test_reload_failure_restores_the_previous_files_and_raises(conf_dir: Path) -> None:
+    _set_up(conf_dir, {G: conf("old")})
+    before = files(conf_dir)
     fake = FakeNginx(conf_dir, reload_ok=False)
-    with pytest.raises(NginxError, match=r"reload failed: kill\(1, 1\) failed"):
+    with pytest.raises(NginxError, match=r"reload failed, previous configuration restored: kill\(1, 1\) failed"):
         apply(conf_dir, {G: conf("g")}, fake)
-    assert len(fake.reloads) == 1
+    assert files(conf_dir) == before
+    assert len(fake.reloads) == 2  # the failed one, then the attempt with the old files
+
+
+def test_failed_verification_after_reload_restores_and_reloads_the_old_files(conf_dir: Path) -> None:
+    _set_up(conf_dir, {G: conf("g")})
+    before = files(conf_dir)
+    seen: list[list[str]] = []
+
+    def verify(written: list[str]) -> str:
+        seen.append(written)
+        return "wrong or no certificate for a.example.com"
+
+    fake = FakeNginx(conf_dir)
+    with pytest.raises(NginxError, match="did not serve what was written"):
+        apply(conf_dir, {G: conf("g"), "sidecar-site-a.example.com.conf": conf("a")}, fake, verify=verify)
+    assert seen == [["sidecar-site-a.example.com.conf"]]
+    assert files(conf_dir) == before
+    assert len(fake.reloads) == 2
+
+
+def test_passing_verification_keeps_the_new_files(conf_dir: Path) -> None:
+    result = apply(conf_dir, {G: conf("g")}, FakeNginx(conf_dir), verify=lambda written: "")
+    assert result.reloaded and (conf_dir / G).read_text() == conf("g")
 
 
 def test_isolation_is_bounded(conf_dir: Path) -> None:

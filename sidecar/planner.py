@@ -97,9 +97,17 @@ def jitter(name: str, span: timedelta) -> timedelta:
     return timedelta(seconds=(digest % 10_000) / 10_000 * span.total_seconds())
 
 
+def ari_plausible(cert: Certificate, window: tuple[datetime, datetime]) -> bool:
+    """A window that lies within the certificate's validity. Others (a test CA's
+    fixed +-1 day around short certificates, clock skew) are ignored in favour of
+    the lifetime rule, so a 40-second certificate is not renewed only at expiry."""
+    start, end = window
+    return cert.not_before <= start <= end <= cert.not_after
+
+
 def renewal_time(cert: Certificate, ari_window: tuple[datetime, datetime] | None = None) -> datetime:
-    """When ``cert`` should be renewed. An ARI window, when known, takes precedence."""
-    if ari_window is not None:
+    """When ``cert`` should be renewed. An ARI window, when known and plausible, takes precedence."""
+    if ari_window is not None and ari_plausible(cert, ari_window):
         start, end = ari_window
         if end <= start:
             return start
@@ -120,8 +128,9 @@ def _needed(site: Site, cert: Certificate | None, policy: Policy, now: datetime,
         dropped = sorted(cert.names - set(site.domains))
         parts = ([f"adds {', '.join(added)}"] if added else []) + ([f"drops {', '.join(dropped)}"] if dropped else [])
         return Decision(site, Action.EXPAND, "names changed: " + "; ".join(parts))
-    if cert.key_type != policy.key_type:
-        return Decision(site, Action.REKEY, f"key type {cert.key_type} -> {policy.key_type}")
+    wanted_key = getattr(getattr(site, "options", None), "key_type", None) or policy.key_type
+    if cert.key_type != wanted_key:
+        return Decision(site, Action.REKEY, f"key type {cert.key_type} -> {wanted_key}")
     if policy.acme_server and cert.acme_server and cert.acme_server != policy.acme_server:
         return Decision(site, Action.REKEY, f"ACME server changed ({cert.acme_server} -> {policy.acme_server})")
     # Never later than expiry, whatever an ARI window says.

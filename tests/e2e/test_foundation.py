@@ -50,9 +50,9 @@ def test_new_labelled_container_gets_its_own_certificate_without_disturbing_othe
     assert r.status == 200 and r.body.strip() == "hello c"
     assert dns_names(r.cert) == {"c.demo.test", "www.c.demo.test"}
     assert stack.https("a.demo.test").cert.serial_number == before
-    logs = stack.logs()
-    assert "site c.demo.test: certificate issued" in logs
-    assert "site c.demo.test: live on https://c.demo.test, https://www.c.demo.test" in logs
+    wait_for("the 'live' log line", lambda: "site c.demo.test: live on https://c.demo.test, https://www.c.demo.test"
+             in stack.logs(), timeout=15)
+    assert "site c.demo.test: certificate issued" in stack.logs()
 
 
 def test_stopping_a_container_removes_its_vhost_but_keeps_the_certificate(stack: Stack) -> None:

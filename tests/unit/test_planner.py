@@ -106,10 +106,18 @@ def test_ari_window_is_used(window: tuple[datetime, datetime], now: datetime, ac
         assert d.at != renewal_time(c)
 
 
-def test_ari_window_after_expiry_still_wakes_up_at_expiry() -> None:
+@pytest.mark.parametrize(
+    "window",
+    [
+        pytest.param(lambda c: (c.not_after + DAY, c.not_after + 2 * DAY), id="after-expiry"),
+        pytest.param(lambda c: (c.not_before - DAY, c.not_after + DAY), id="wider-than-validity"),
+    ],
+)
+def test_implausible_ari_window_is_ignored_for_the_lifetime_rule(window) -> None:  # type: ignore[no-untyped-def]
     c = _cert(not_before=NOW - 10 * DAY)
-    d = decide(SITE, c, None, POLICY, NOW, ari_window=(c.not_after + DAY, c.not_after + 2 * DAY))
-    assert (d.action, d.at) == (Action.OK, c.not_after)
+    d = decide(SITE, c, None, POLICY, NOW, ari_window=window(c))
+    assert (d.action, d.at) == (Action.OK, renewal_time(c))
+    assert d.at < c.not_after
 
 
 def test_ari_window_earlier_than_the_default_triggers_renewal_early() -> None:

@@ -49,6 +49,7 @@ class SiteStatus:
     reason: str
     live: bool
     not_after: datetime | None = None
+    not_before: datetime | None = None
     next_renewal: datetime | None = None
     next_attempt: datetime | None = None
     last_error: str = ""

@@ -1,0 +1,296 @@
+"""The sidecar's own small HTTP server (``STATUS_ADDR``:``STATUS_PORT``, default 0.0.0.0:9090).
+
+Never published through nginx; reachable inside the container (Docker's
+HEALTHCHECK, ``docker compose exec sidecar python3 -m sidecar status``) and from
+containers on the sidecar's networks (Prometheus).
+
+==========================  =================================================================
+``GET /healthz``            200 when the last pass finished recently and Docker answered; else 503
+``GET /metrics``            Prometheus text format (see ``metrics``)
+``GET /status``             sites, certificates, next renewal and why, errors, certbot logs (JSON)
+``GET /plan``               what the next pass would do now, without doing it (JSON)
+``POST /renew/<site>``      retry now (``?force=1``: renew even if not due); from loopback only
+==========================  =================================================================
+
+``StatusBoard`` is the ``Observer`` that remembers the latest pass; the documents
+are built by pure functions so they can be tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import runlogs
+from .events import Event, Kind, PassSnapshot, SiteStatus
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from .planner import Plan
+
+log = logging.getLogger("sidecar")
+
+# A pass runs at least every 5 minutes (timer) and may include certbot runs of up to
+# CERTBOT_TIMEOUT; older than this means the loop is stuck.
+HEALTH_MAX_AGE = timedelta(minutes=15)
+CERTBOT_ACTIONS = ("issue", "expand", "rekey", "renew")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class StatusBoard:
+    """Observer: the latest pass snapshot, and whether Docker answered on the last pass."""
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.last: PassSnapshot | None = None
+        self.docker_ok = True
+        self.docker_error = ""
+        self._lock = threading.Lock()
+
+    def event(self, event: Event) -> None:
+        if event.kind == Kind.DOCKER_UNAVAILABLE:
+            with self._lock:
+                self.docker_ok, self.docker_error = False, event.message
+
+    def snapshot(self, snap: PassSnapshot) -> None:
+        with self._lock:
+            self.last, self.docker_ok, self.docker_error = snap, True, ""
+
+    def state(self) -> tuple[PassSnapshot | None, bool, str]:
+        with self._lock:
+            return self.last, self.docker_ok, self.docker_error
+
+
+def health(last: PassSnapshot | None, docker_ok: bool, docker_error: str, now: datetime,
+           max_age: timedelta = HEALTH_MAX_AGE) -> tuple[bool, dict[str, Any]]:
+    """Liveness and readiness in one: a recent pass, and Docker reachable on the last one."""
+    doc: dict[str, Any] = {"docker": docker_ok, "last_pass": _iso(last.at) if last else None}
+    problems = []
+    if last is None:
+        problems.append("starting: no reconcile pass has finished yet")
+    else:
+        age = (now - last.at).total_seconds()
+        doc["last_pass_age_seconds"] = round(age, 1)
+        doc["sites"] = len(last.sites)
+        if age > max_age.total_seconds():
+            problems.append(f"the last pass finished {int(age)}s ago (more than {int(max_age.total_seconds())}s)")
+    if not docker_ok:
+        problems.append(f"Docker API unreachable: {docker_error}")
+    doc["status"] = "unhealthy" if problems else "ok"
+    if problems:
+        doc["problems"] = problems
+    return not problems, doc
+
+
+def site_row(s: SiteStatus, at: datetime, run: runlogs.RunLog | None) -> dict[str, Any]:
+    """One row of ``status``: the site, its certificate, what comes next and why."""
+    next_at = s.next_renewal or s.next_attempt or (at if s.state in CERTBOT_ACTIONS else None)
+    return {
+        "site": s.name,
+        "names": list(s.domains),
+        "source": s.source,
+        "state": s.state,
+        "live": s.live,
+        "not_before": _iso(s.not_before),
+        "not_after": _iso(s.not_after),
+        "expires_in_days": round((s.not_after - at).total_seconds() / 86400, 1) if s.not_after else None,
+        "next": _iso(next_at),
+        "why": s.reason,
+        "last_error": s.last_error,
+        "failures": s.failures,
+        "certbot_log": None if run is None else {
+            "path": str(run.path), "at": _iso(run.at), "exit_code": run.exit_code, "last_line": run.last_line,
+        },
+    }
+
+
+def status_document(last: PassSnapshot | None, state_dir: Path | None, now: datetime,
+                    healthy: tuple[bool, dict[str, Any]]) -> dict[str, Any]:
+    sites = []
+    if last is not None:
+        for s in sorted(last.sites, key=lambda s: s.name):
+            run = runlogs.latest(state_dir, s.name) if state_dir is not None else None
+            sites.append(site_row(s, last.at, run))
+    return {
+        "updated": _iso(last.at) if last else None,
+        "now": now.isoformat(),
+        "health": healthy[1],
+        "sites": sites,
+        "problems": list(last.problems) if last else [],
+        "rate_limit_budgets": dict(last.budgets) if last else {},
+    }
+
+
+def plan_document(the_plan: Plan, now: datetime, postponed: Mapping[str, datetime | None],
+                  forced: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The planner's decisions as the next pass would take them now."""
+    rows = []
+    for d in the_plan.decisions:
+        rows.append({
+            "site": d.site.name,
+            "names": list(d.site.domains),
+            "source": d.site.source,
+            "action": d.action.value,
+            "runs_certbot": d.needs_certbot,
+            "reason": d.reason,
+            "at": _iso(d.at),
+            "pending": d.pending.value if d.pending else None,
+            "forced": d.site.name in forced,
+            "postponed_until": _iso(postponed[d.site.name]) if d.needs_certbot and postponed.get(d.site.name)
+            else None,
+        })
+    return {"now": now.isoformat(), "next_wakeup": _iso(the_plan.next_wakeup), "decisions": rows}
+
+
+class Controls(Protocol):
+    """What the server needs from the reconciler."""
+
+    def preview(self) -> Plan: ...
+
+    def request_renewal(self, name: str, force: bool = False) -> str: ...
+
+
+@dataclass
+class OpsApp:
+    board: StatusBoard
+    metrics: Metrics
+    state_dir: Path | None = None
+    controls: Controls | None = None
+    clock: Callable[[], datetime] = utcnow
+    max_age: timedelta = HEALTH_MAX_AGE
+
+    def healthz(self) -> tuple[int, dict[str, Any]]:
+        last, docker_ok, error = self.board.state()
+        ok, doc = health(last, docker_ok, error, self.clock(), self.max_age)
+        return (200 if ok else 503), doc
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        last, docker_ok, error = self.board.state()
+        now = self.clock()
+        return 200, status_document(last, self.state_dir, now, health(last, docker_ok, error, now, self.max_age))
+
+    def plan(self) -> tuple[int, dict[str, Any]]:
+        if self.controls is None:
+            return 503, {"error": "no reconciler"}
+        if self.board.state()[0] is None:
+            return 503, {"error": "starting: no reconcile pass has finished yet"}
+        the_plan = self.controls.preview()
+        postponed = dict(getattr(self.controls, "_postponed", {}) or {})
+        forced = frozenset(getattr(self.controls, "forced", ()) or ())
+        return 200, plan_document(the_plan, self.clock(), postponed, forced)
+
+    def renew(self, name: str, force: bool) -> tuple[int, dict[str, Any]]:
+        if self.controls is None:
+            return 503, {"error": "no reconciler"}
+        try:
+            message = self.controls.request_renewal(name, force)
+        except KeyError:
+            return 404, {"error": f"no site named {name!r} (site names are the first domain of each site)"}
+        return 202, {"message": message, "site": name, "force": force}
+
+
+def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "nginx-acme-sidecar"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+            log.debug("status server: %s %s", self.client_address[0], format % args)
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, code: int, doc: Mapping[str, Any]) -> None:
+            self._send(code, (json.dumps(doc, indent=1) + "\n").encode(), "application/json")
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            path = urlsplit(self.path).path.rstrip("/") or "/"
+            try:
+                if path == "/healthz":
+                    self._json(*app.healthz())
+                elif path == "/metrics":
+                    self._send(200, app.metrics.render(), METRICS_CONTENT_TYPE)
+                elif path == "/status":
+                    self._json(*app.status())
+                elif path == "/plan":
+                    self._json(*app.plan())
+                elif path == "/":
+                    self._json(200, {"endpoints": ["/healthz", "/metrics", "/status", "/plan",
+                                                   "POST /renew/<site>[?force=1]"]})
+                else:
+                    self._json(404, {"error": f"no such endpoint: {path}"})
+            except Exception as exc:  # noqa: BLE001 - a bad request must not kill the server thread
+                log.exception("status server: GET %s failed", path)
+                self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def do_POST(self) -> None:  # noqa: N802
+            url = urlsplit(self.path)
+            if not url.path.startswith("/renew/"):
+                self._json(404, {"error": f"no such endpoint: {url.path}"})
+                return
+            if not _is_local(str(self.client_address[0]), self.server.server_address):
+                self._json(403, {"error": "renew is accepted from inside the sidecar container only: "
+                                          "docker compose exec sidecar python3 -m sidecar renew NAME"})
+                return
+            name = unquote(url.path.removeprefix("/renew/")).strip("/")
+            force = parse_qs(url.query).get("force", ["0"])[-1].lower() in ("1", "true", "yes")
+            try:
+                self._json(*app.renew(name, force))
+            except Exception as exc:  # noqa: BLE001
+                log.exception("status server: POST %s failed", url.path)
+                self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    return Handler
+
+
+def _is_local(client: str, bound: object) -> bool:
+    """From this machine (inside the container): loopback, or the address the server is bound to."""
+    client = client.removeprefix("::ffff:")
+    bound_host = str(bound[0]) if isinstance(bound, tuple) and bound else ""
+    return client.startswith("127.") or client == "::1" or client == bound_host
+
+
+class StatusServer:
+    def __init__(self, app: OpsApp, addr: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+        class Server(ThreadingHTTPServer):
+            address_family = family
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.httpd = Server((addr, port), _handler(app))
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="status-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,158 @@
+"""Prometheus metrics, fed by the reconciler's events and pass snapshots.
+
+An ``Observer``: it never touches Docker, certbot or files, and it owns its
+``CollectorRegistry`` (no global state, so tests can make as many as they like).
+Per-site series disappear when the site does.
+
+==============================================================  =========  ===================================
+metric                                                          type       labels
+==============================================================  =========  ===================================
+nginx_acme_certificate_not_after_timestamp_seconds              gauge      site
+nginx_acme_certificate_not_before_timestamp_seconds             gauge      site
+nginx_acme_certificate_next_renewal_timestamp_seconds           gauge      site
+nginx_acme_certificate_last_success_timestamp_seconds           gauge      site
+nginx_acme_certificate_consecutive_failures                     gauge      site
+nginx_acme_certificate_failures_total                           counter    site, kind
+nginx_acme_certificates_obtained_total                          counter    action (issue, renew, ...)
+nginx_acme_certbot_duration_seconds                             histogram  outcome (success, failure)
+nginx_acme_nginx_reloads_total                                  counter
+nginx_acme_nginx_rejections_total                               counter
+nginx_acme_rate_limit_remaining                                 gauge      limit, scope
+nginx_acme_sites                                                gauge      state
+nginx_acme_problems                                             gauge
+nginx_acme_last_pass_timestamp_seconds                          gauge
+nginx_acme_docker_up                                            gauge
+==============================================================  =========  ===================================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .events import Event, Kind, PassSnapshot
+
+NS = "nginx_acme"
+STATES = ("ok", "issue", "expand", "rekey", "renew", "wait")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.not_after = Gauge(f"{NS}_certificate_not_after_timestamp_seconds",
+                               "When the site's certificate expires (notAfter), Unix time.", ["site"], registry=r)
+        self.not_before = Gauge(f"{NS}_certificate_not_before_timestamp_seconds",
+                                "When the site's certificate became valid (notBefore), Unix time.", ["site"],
+                                registry=r)
+        self.next_renewal = Gauge(f"{NS}_certificate_next_renewal_timestamp_seconds",
+                                  "When the next certificate request for the site is due (now if due), Unix time.",
+                                  ["site"], registry=r)
+        self.last_success = Gauge(f"{NS}_certificate_last_success_timestamp_seconds",
+                                  "Last successful issuance or renewal, Unix time "
+                                  "(until the first one after a restart: the certificate's notBefore).",
+                                  ["site"], registry=r)
+        self.consecutive_failures = Gauge(f"{NS}_certificate_consecutive_failures",
+                                          "Failed certificate requests since the last success.", ["site"], registry=r)
+        self.failures = Counter(f"{NS}_certificate_failures", "Failed certificate requests, by kind of failure.",
+                                ["site", "kind"], registry=r)
+        self.obtained = Counter(f"{NS}_certificates_obtained", "Certificates obtained, by action.", ["action"],
+                                registry=r)
+        self.certbot_duration = Histogram(f"{NS}_certbot_duration_seconds",
+                                          "Duration of certificate requests (certbot run, preflight included).",
+                                          ["outcome"], registry=r,
+                                          buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+        self.reloads = Counter(f"{NS}_nginx_reloads", "nginx reloads.", registry=r)
+        self.rejections = Counter(f"{NS}_nginx_rejections", "Site configurations nginx -t rejected.", registry=r)
+        self.budget = Gauge(f"{NS}_rate_limit_remaining",
+                            "Requests left in the CA's rate-limit window (limit: new_orders, registered_domain).",
+                            ["limit", "scope"], registry=r)
+        self.sites = Gauge(f"{NS}_sites", "Desired sites, by planner state.", ["state"], registry=r)
+        self.problems = Gauge(f"{NS}_problems", "Input problems (bad labels, sites file entries, conflicts).",
+                              registry=r)
+        self.last_pass = Gauge(f"{NS}_last_pass_timestamp_seconds", "When the last reconcile pass finished.",
+                               registry=r)
+        self.docker_up = Gauge(f"{NS}_docker_up", "1 if the Docker API answered on the last pass.", registry=r)
+        for state in STATES:
+            self.sites.labels(state).set(0)
+        self._lock = threading.Lock()
+        self._sites: set[str] = set()
+        self._succeeded: set[str] = set()  # last_success set by an event, not guessed from notBefore
+        self._budgets: set[tuple[str, str]] = set()
+
+    # -- Observer --------------------------------------------------------------
+    def event(self, event: Event) -> None:
+        d = event.details
+        if event.kind in (Kind.CERT_ISSUED, Kind.CERT_RENEWED):
+            with self._lock:
+                self._succeeded.add(event.site)
+            self.last_success.labels(event.site).set(event.at.timestamp())
+            self.obtained.labels(str(d.get("action") or event.kind.value)).inc()
+            self._observe_duration("success", d.get("duration"))
+        elif event.kind == Kind.CERT_FAILED:
+            self.failures.labels(event.site, str(d.get("failure") or "unknown")).inc()
+            self._observe_duration("failure", d.get("duration"))
+        elif event.kind == Kind.RELOAD:
+            self.reloads.inc()
+        elif event.kind == Kind.NGINX_REJECTED:
+            self.rejections.inc()
+        elif event.kind == Kind.DOCKER_UNAVAILABLE:
+            self.docker_up.set(0)
+
+    def snapshot(self, snap: PassSnapshot) -> None:
+        self.last_pass.set(snap.at.timestamp())
+        self.docker_up.set(1)
+        self.problems.set(len(snap.problems))
+        counts = Tally(s.state for s in snap.sites)
+        for state in set(STATES) | set(counts):
+            self.sites.labels(state).set(counts.get(state, 0))
+        names = {s.name for s in snap.sites}
+        with self._lock:
+            for gone in self._sites - names:
+                for gauge in (self.not_after, self.not_before, self.next_renewal, self.last_success,
+                              self.consecutive_failures):
+                    try:
+                        gauge.remove(gone)
+                    except KeyError:
+                        pass
+                self._succeeded.discard(gone)
+            self._sites = names
+            succeeded = set(self._succeeded)
+        for s in snap.sites:
+            if s.not_after is not None:
+                self.not_after.labels(s.name).set(s.not_after.timestamp())
+            if s.not_before is not None:
+                self.not_before.labels(s.name).set(s.not_before.timestamp())
+                if s.name not in succeeded:
+                    self.last_success.labels(s.name).set(s.not_before.timestamp())
+            due = s.next_renewal or s.next_attempt or snap.at
+            self.next_renewal.labels(s.name).set(due.timestamp())
+            self.consecutive_failures.labels(s.name).set(s.failures)
+        budgets = {_split_budget(k): v for k, v in snap.budgets.items()}
+        with self._lock:
+            for old in self._budgets - set(budgets):
+                try:
+                    self.budget.remove(*old)
+                except KeyError:
+                    pass
+            self._budgets = set(budgets)
+        for (limit, scope), remaining in budgets.items():
+            self.budget.labels(limit, scope).set(remaining)
+
+    # -- exposition ------------------------------------------------------------
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _observe_duration(self, outcome: str, duration: object) -> None:
+        if isinstance(duration, (int, float)) and duration >= 0:
+            self.certbot_duration.labels(outcome).observe(float(duration))
+
+
+def _split_budget(key: str) -> tuple[str, str]:
+    """``registered_domain:example.com`` -> (``registered_domain``, ``example.com``); ``new_orders`` -> (…, "")."""
+    limit, _, scope = key.partition(":")
+    return limit, scope

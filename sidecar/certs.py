@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from .model import Certificate, Problem
 
@@ -41,18 +41,18 @@ def parse_certificate(pem: bytes, name: str, fullchain_path: str = "", privkey_p
     cert = x509.load_pem_x509_certificate(pem)
     names: set[str] = set()
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.update(n.lower() for n in san.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         pass
     aki: bytes | None = None
     try:
-        aki = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value.key_identifier
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except x509.ExtensionNotFound:
         pass
     has_ocsp = False
     try:
-        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
         has_ocsp = any(d.access_method == AuthorityInformationAccessOID.OCSP for d in aia)
     except x509.ExtensionNotFound:
         pass

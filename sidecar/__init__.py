@@ -6,6 +6,7 @@ Layout (pure core, thin edges):
 - ``model``      frozen domain types (sites, certificates, containers)
 - ``domains``    strict domain-name validation
 - ``labels``     container labels -> sites          (pure)
+- ``options``    per-site options (TLS, HSTS, headers, ...) validated (pure)
 - ``sitesfile``  YAML sites file -> sites           (pure)
 - ``desired``    merge sources, resolve conflicts   (pure)
 - ``certs``      read certificates with cryptography (pure parse + a small reader)

@@ -8,12 +8,17 @@ Labels (the prefix defaults to ``acme`` and is set by ``ACME_LABEL_PREFIX``):
 ``acme.network``    network nginx reaches the app on (default: the first shared one)
 ``acme.scheme``     ``http`` (default) or ``https`` towards the app
 ==================  ========================================================
+
+Per-site options (validated in ``options``; each is optional): ``acme.tls``,
+``acme.hsts``, ``acme.max_body_size``, ``acme.redirect``, ``acme.websocket``,
+``acme.key_type``, ``acme.profile`` and ``acme.header.<Name>`` (extra response headers).
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+from . import options
 from .domains import DomainError, parse_domain_list
 from .model import ContainerInfo, Problem, Site, SourceKind, Upstream
 
@@ -40,12 +45,13 @@ def site_from_container(
     labels = {k[len(p):]: v for k, v in container.labels.items() if k.startswith(p)}
     if "domains" not in labels:
         return None
-    unknown = sorted(set(labels) - set(KNOWN_KEYS) - {"nginx"})
+    unknown = sorted(
+        k for k in set(labels) - set(KNOWN_KEYS) - set(options.OPTION_KEYS) - {"nginx"}
+        if not k.startswith(options.HEADER_PREFIX)
+    )
     if unknown:
-        return Problem(
-            _label_source(container, p + unknown[0]),
-            f"unknown label (known: {', '.join(p + k for k in KNOWN_KEYS)})",
-        )
+        known = [p + k for k in KNOWN_KEYS + options.OPTION_KEYS] + [p + options.HEADER_PREFIX + "<Name>"]
+        return Problem(_label_source(container, p + unknown[0]), f"unknown label (known: {', '.join(known)})")
     try:
         domains = parse_domain_list(labels["domains"])
     except DomainError as exc:
@@ -92,6 +98,17 @@ def site_from_container(
     if not address:
         return Problem(f"container {container.name}", f"has no IP address on network {network}")
 
+    try:
+        site_options = options.build(
+            {k: v for k, v in labels.items() if k in options.OPTION_KEYS},
+            [(k[len(options.HEADER_PREFIX):], v) for k, v in sorted(labels.items())
+             if k.startswith(options.HEADER_PREFIX)],
+            domains,
+            lambda key: f"label {p}{key}",
+        )
+    except options.OptionError as exc:
+        return Problem(_label_source(container, p + exc.key), str(exc))
+
     return Site(
         domains=domains,
         upstreams=(Upstream(scheme=scheme, host=address, port=port),),
@@ -100,6 +117,7 @@ def site_from_container(
         created=container.created,
         notes=(f"upstream from network {network}, port from "
                + (f"label {p}port" if "port" in labels else "default"),),
+        options=site_options,
     )
 
 

@@ -11,6 +11,9 @@ from typing import Mapping
 class SourceKind(str, enum.Enum):
     CONTAINER = "container"
     FILE = "file"
+    # A hand-written nginx server block naming a lineage: the sidecar only keeps
+    # the certificate (never renders a vhost for it).
+    NGINX_CONF = "nginx-conf"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,45 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Hsts:
+    """A Strict-Transport-Security policy (validated and bounded by ``options``)."""
+
+    max_age: int = 63072000  # two years
+    include_subdomains: bool = False
+    preload: bool = False
+
+    @property
+    def header(self) -> str:
+        return "; ".join(
+            [f"max-age={self.max_age}"]
+            + (["includeSubDomains"] if self.include_subdomains else [])
+            + (["preload"] if self.preload else [])
+        )
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    """Per-site settings from labels or the sites file, each validated by ``options``.
+
+    ``None`` means "the global default" (an environment variable of the sidecar).
+    """
+
+    tls: str | None = None  # "intermediate" | "modern"; None: TLS_PROFILE
+    hsts: Hsts | None = Hsts()  # None: no HSTS header
+    max_body_size: str | None = None  # nginx size such as "10m"; None: nginx's default (1m)
+    redirect: str | None = None  # "www-to-apex" | "apex-to-www"
+    websocket: bool = True
+    key_type: str | None = None  # "ecdsa" | "rsa"; None: ACME_KEY_TYPE
+    acme_profile: str | None = None  # certbot --preferred-profile; None: ACME_PROFILE
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers (name, value)
+    # option key -> where it was set, e.g. ("hsts", "label acme.hsts"); unset keys are defaults.
+    origins: tuple[tuple[str, str], ...] = ()
+
+    def origin(self, key: str) -> str:
+        return dict(self.origins).get(key, "default")
+
+
+@dataclass(frozen=True)
 class Site:
     """One vhost with one certificate lineage, named after its first domain."""
 
@@ -39,14 +81,17 @@ class Site:
     # Tie-breaker for conflicts between containers: older claims win.
     created: str = ""
     notes: tuple[str, ...] = ()
+    options: SiteOptions = SiteOptions()
+    # Lineage name when it is not the first domain (hand-written configs name their own).
+    cert_name: str = ""
 
     @property
     def name(self) -> str:
-        return self.domains[0]
+        return self.cert_name or self.domains[0]
 
     @property
     def upstream_scheme(self) -> str:
-        return self.upstreams[0].scheme
+        return self.upstreams[0].scheme if self.upstreams else ""
 
 
 @dataclass(frozen=True)

@@ -6,24 +6,47 @@ The sidecar owns only files named ``sidecar-*.conf`` in the shared conf.d volume
   serves ACME challenges and redirects everything else to HTTPS (308), and a
   catch-all HTTPS server that refuses unknown names.
 - ``sidecar-site-NAME.conf``   one per site, written only once the site's
-  certificate exists, so nginx is never pointed at a missing file.
+  certificate exists, so nginx is never pointed at a missing file. Its header
+  comment says where every setting came from (label, sites file entry, default).
 
 Anything else in the directory (hand-written configs) is never touched.
+
+TLS handshakes on port 443 follow the settings of the listener's default server
+(the catch-all in the global file): nginx switches only the certificate when SNI
+selects a site, not the protocols, ciphers or groups. So the catch-all carries the
+loosest profile any site needs (``intermediate`` if one does, else ``modern``), and
+a ``modern`` site on an ``intermediate`` listener refuses requests that did not come
+over TLS 1.3 (421) while its own server block still states the modern settings.
+
+What nginx supports is detected, not assumed (``traits_from`` reads ``nginx -V``):
+``http2 on;`` from nginx 1.25.1 (older: ``listen ... http2``), session tickets are
+turned off below 1.23.2 (older versions never rotate the ticket key), and the
+post-quantum group X25519MLKEM768 is offered from OpenSSL 3.5.
+
+``TEMPLATES_DIR`` may hold a ``site.conf.j2`` and/or ``global.conf.j2`` that replace
+the shipped ones; the shipped ones stay reachable as ``shipped/site.conf.j2`` (to
+``{% extends %}`` them and override a block).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
 
 import jinja2
 
 from . import __version__
-from .model import Certificate, Site
+from .errors import ConfigError
+from .model import Certificate, Site, SourceKind, Upstream
+from .options import redirect_pairs
 
 OWNED_PREFIX = "sidecar-"
 GLOBAL_FILE = "sidecar-00-global.conf"
+TEMPLATE_NAMES = ("site.conf.j2", "global.conf.j2")
 
 MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
     [
@@ -39,35 +62,108 @@ MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
 
 @dataclass(frozen=True)
 class NginxTraits:
-    """What the running nginx supports, probed once through ``docker exec``."""
+    """What the running nginx supports, probed once through ``docker exec`` (see ``traits_from``)."""
 
     ipv6: bool = False
     # OpenSSL 3.5+ offers the hybrid post-quantum group X25519MLKEM768.
     post_quantum: bool = False
+    # nginx 1.25.1+ has the ``http2 on;`` directive; older ones take ``listen ... http2``.
+    http2_directive: bool = True
+    # nginx before 1.23.2 never rotates session ticket keys: turn tickets off there.
+    session_tickets_off: bool = False
+    # As detected, for the header comment ("" when unknown).
+    version: str = ""
+    openssl: str = ""
+
+
+_NGINX_VERSION = re.compile(r"nginx version: (?:nginx|freenginx|openresty)/(\d+)\.(\d+)\.(\d+)")
+
+
+def traits_from(nginx_v_output: str, disable_ipv6_output: str) -> NginxTraits:
+    """Traits from ``nginx -V`` output and ``/proc/sys/net/ipv6/conf/all/disable_ipv6``.
+
+    Pass ``""`` for the second when it could not be read (no IPv6 then). An unknown
+    nginx version gets the forms every version accepts (``listen ... http2``, no tickets).
+    """
+    found = _NGINX_VERSION.search(nginx_v_output)
+    version = (int(found.group(1)), int(found.group(2)), int(found.group(3))) if found else None
+    # The library nginx runs with decides which groups exist; "built with" when they are the same.
+    ssl = re.search(r"running with OpenSSL (\d+)\.(\d+)(\.\d+)?", nginx_v_output) or re.search(
+        r"built with OpenSSL (\d+)\.(\d+)(\.\d+)?", nginx_v_output
+    )
+    return NginxTraits(
+        ipv6=disable_ipv6_output.strip() == "0",
+        post_quantum=ssl is not None and (int(ssl.group(1)), int(ssl.group(2))) >= (3, 5),
+        http2_directive=version is not None and version >= (1, 25, 1),
+        session_tickets_off=version is None or version < (1, 23, 2),
+        version=".".join(map(str, version)) if version else "",
+        openssl=f"{ssl.group(1)}.{ssl.group(2)}{ssl.group(3) or ''}" if ssl else "",
+    )
 
 
 @dataclass(frozen=True)
 class TlsProfile:
+    name: str
     protocols: str
     ciphers: str
     curves: str
-    hsts_max_age: int = 63072000  # two years
 
 
 def tls_profile(traits: NginxTraits, profile: str = "intermediate") -> TlsProfile:
+    """Mozilla guideline 6.0 "intermediate" (default) or "modern" (TLS 1.3 only)."""
     curves = ("X25519MLKEM768:" if traits.post_quantum else "") + "X25519:prime256v1:secp384r1"
     if profile == "modern":
-        return TlsProfile(protocols="TLSv1.3", ciphers="", curves=curves)
-    return TlsProfile(protocols="TLSv1.2 TLSv1.3", ciphers=MOZILLA_INTERMEDIATE_CIPHERS, curves=curves)
+        return TlsProfile(name="modern", protocols="TLSv1.3", ciphers="", curves=curves)
+    return TlsProfile(
+        name="intermediate", protocols="TLSv1.2 TLSv1.3", ciphers=MOZILLA_INTERMEDIATE_CIPHERS, curves=curves
+    )
 
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("sidecar", "templates"),
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,  # nginx config, not HTML; every value is validated before it gets here
-    keep_trailing_newline=True,
-    trim_blocks=False,
-)
+_SHIPPED = jinja2.PackageLoader("sidecar", "templates")
+
+
+def _comment(value: object) -> str:
+    """Text for a ``#`` comment: one line, printable ASCII only."""
+    return re.sub(r"[^\x20-\x7e]", "?", str(value))
+
+
+def _signature(templates_dir: str | None) -> tuple[tuple[str, int, int], ...]:
+    """Which override templates exist, and their versions: a new or removed file gets a fresh loader."""
+    if not templates_dir:
+        return ()
+    found = []
+    for name in TEMPLATE_NAMES:
+        try:
+            st = (Path(templates_dir) / name).stat()
+        except OSError:
+            continue
+        found.append((name, st.st_mtime_ns, st.st_size))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_dir: str | None, signature: tuple[tuple[str, int, int], ...] = ()) -> jinja2.Environment:
+    own: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(templates_dir)] if templates_dir else []
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(own + [_SHIPPED, jinja2.PrefixLoader({"shipped": _SHIPPED})]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # nginx config, not HTML; every value is validated before it gets here
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+    env.filters["comment"] = _comment
+    return env
+
+
+def _render(name: str, templates_dir: str | None, **context: Any) -> str:
+    try:
+        return _environment(templates_dir, _signature(templates_dir)).get_template(name).render(version=__version__, **context)
+    except jinja2.TemplateError as exc:
+        if not templates_dir:
+            raise
+        line = getattr(exc, "lineno", None)
+        where = f"{getattr(exc, 'name', None) or name}" + (f" line {line}" if line else "")
+        raise ConfigError(f"TEMPLATES_DIR={templates_dir}: {where}: {_comment(exc.message or exc)}") from None
 
 
 def site_filename(site_name: str) -> str:
@@ -79,20 +175,117 @@ def upstream_name(site_name: str) -> str:
     return "sidecar_" + re.sub(r"[^a-z0-9-]", "_", site_name)
 
 
-def render_global(webroot: str, traits: NginxTraits) -> str:
-    return _ENV.get_template("global.conf.j2").render(version=__version__, webroot=webroot, ipv6=traits.ipv6)
+def snippets_glob(snippets_dir: str | None, site_name: str) -> str:
+    """``<SNIPPETS_DIR>/<site>/*.conf`` ("" when snippets are off)."""
+    return f"{snippets_dir.rstrip('/')}/{site_name}/*.conf" if snippets_dir else ""
 
 
-def render_site(site: Site, cert: Certificate, traits: NginxTraits, profile: str = "intermediate") -> str:
-    """The HTTPS server for ``site``, answering only the names ``cert`` covers."""
+def listener_profile(sites: tuple[Site, ...] | list[Site], default: str) -> str:
+    """The profile the shared 443 listener must offer: the loosest one any of ``sites`` needs."""
+    wanted = {s.options.tls or default for s in sites} or {default}
+    return "intermediate" if "intermediate" in wanted else "modern"
+
+
+def render_global(
+    webroot: str, traits: NginxTraits, templates_dir: str | None = None, profile: str = "intermediate",
+    user_defaults: frozenset[int] = frozenset(), http_names: tuple[str, ...] = (),
+) -> str:
+    """``profile``: the listener's (see ``listener_profile``); it decides every TLS handshake.
+
+    ``user_defaults``: ports where a hand-written server already says ``default_server``
+    (nginx refuses two); there the sidecar's servers answer by name instead.
+    """
+    return _render("global.conf.j2", templates_dir, webroot=webroot, ipv6=traits.ipv6, traits=traits,
+                   tls=tls_profile(traits, profile), default80=80 not in user_defaults,
+                   default443=443 not in user_defaults, http_names=http_names)
+
+
+def _detected(traits: NginxTraits) -> str:
+    return ", ".join([
+        f"nginx {traits.version or 'of unknown version'}"
+        + (f" with OpenSSL {traits.openssl}" if traits.openssl else ""),
+        "http2 on;" if traits.http2_directive else "listen ... http2",
+        "IPv6 listeners" if traits.ipv6 else "no IPv6",
+        "X25519MLKEM768" if traits.post_quantum else "no post-quantum group",
+        "session tickets off (no key rotation)" if traits.session_tickets_off else "session tickets rotated by nginx",
+    ])
+
+
+def _provenance(
+    site: Site, profile: str, listener: str, redirects: list[tuple[str, str]], snippets: str,
+    templates_dir: str | None, traits: NginxTraits,
+) -> list[str]:
+    """Header comment lines: ``setting  value  <- where it came from``."""
+    o = site.options
+
+    def src(key: str, default: str = "default") -> str:
+        given = o.origin(key)
+        return default if given == "default" else given
+
+    tls = o.tls or profile
+    if tls == "modern" and listener == "intermediate":
+        tls += " (TLS 1.3 only per request: other sites keep TLS 1.2 on the shared listener)"
+    elif tls == "intermediate" and listener == "modern":
+        tls += " (the listener is modern for every site)"
+    rows = [
+        ("tls", tls, src("tls", "default (TLS_PROFILE)")),
+        ("hsts", o.hsts.header if o.hsts else "off", src("hsts")),
+        ("max_body_size", o.max_body_size or "nginx default (1m)", src("max_body_size")),
+        ("redirect", ", ".join(f"{a} -> {b}" for a, b in redirects) if redirects else (o.redirect or "none"),
+         src("redirect")),
+        ("websocket", "on" if o.websocket else "off", src("websocket")),
+        ("key_type", o.key_type or "the sidecar's ACME_KEY_TYPE", src("key_type")),
+        ("profile", o.acme_profile or "the sidecar's ACME_PROFILE", src("profile")),
+    ]
+    rows += [(f"header {name}", value, src("header." + name)) for name, value in o.headers]
+    rows += [
+        ("snippets", snippets or "off", "SNIPPETS_DIR"),
+        ("template", "site.conf.j2 from " + (templates_dir or "the sidecar"),
+         "TEMPLATES_DIR" if templates_dir else "default"),
+        ("nginx", _detected(traits), "detected (nginx -V)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return [_comment(f"{k:<{width}}  {v}  <- {w}") for k, v, w in rows]
+
+
+def render_site(
+    site: Site,
+    cert: Certificate,
+    traits: NginxTraits,
+    profile: str = "intermediate",
+    snippets_dir: str | None = None,
+    templates_dir: str | None = None,
+    listener: str | None = None,
+) -> str:
+    """The HTTPS server for ``site``, answering only the names ``cert`` covers.
+
+    ``profile`` is the default for sites without their own ``tls`` option; ``listener``
+    the profile of the shared listener (default: ``profile``). With a
+    ``redirect`` option, each redirected name gets a small server of its own that
+    answers 308 (only while the certificate covers both names of the pair).
+    """
     names = [d for d in site.domains if d in cert.names]
-    return _ENV.get_template("site.conf.j2").render(
-        version=__version__,
+    redirects = [(a, b) for a, b in redirect_pairs(site.domains, site.options.redirect) if a in names and b in names]
+    moved = {a for a, _ in redirects}
+    snippets = snippets_glob(snippets_dir, site.name)
+    tls = site.options.tls or profile
+    listener = listener or profile
+    return _render(
+        "site.conf.j2",
+        templates_dir,
         site=site,
-        server_names=names,
+        options=site.options,
+        server_names=[n for n in names if n not in moved],
+        redirects=redirects,
         cert=cert,
         ipv6=traits.ipv6,
-        tls=tls_profile(traits, profile),
+        traits=traits,
+        tls=tls_profile(traits, tls),
+        # nginx negotiates with the listener's settings: enforce TLS 1.3 per request instead.
+        tls13_only=tls == "modern" and listener != "modern",
+        hsts=site.options.hsts.header if site.options.hsts else "",
+        snippets=snippets,
+        provenance=_provenance(site, profile, listener, redirects, snippets, templates_dir, traits),
         upstream_name=upstream_name(site.name),
     )
 
@@ -103,6 +296,9 @@ def render_all(
     webroot: str,
     traits: NginxTraits,
     profile: str = "intermediate",
+    snippets_dir: str | None = None,
+    templates_dir: str | None = None,
+    user_defaults: frozenset[int] = frozenset(),
 ) -> dict[str, str]:
     """filename -> content for every file the sidecar wants in conf.d right now.
 
@@ -110,10 +306,29 @@ def render_all(
     only the names the certificate covers (a name being added waits for the
     expanded certificate; the others keep serving meanwhile).
     """
-    files = {GLOBAL_FILE: render_global(webroot, traits)}
-    for site in sites:
-        cert = certificates.get(site.name)
-        if cert is None or not set(site.domains) & cert.names:
-            continue
-        files[site_filename(site.name)] = render_site(site, cert, traits, profile)
+    live = [(s, c) for s in sites if (c := certificates.get(s.name)) is not None and set(s.domains) & c.names]
+    listener = listener_profile([s for s, _ in live], profile)
+    names = tuple(dict.fromkeys(d for site in sites for d in site.domains))
+    files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names)}
+    for site, cert in live:
+        files[site_filename(site.name)] = render_site(
+            site, cert, traits, profile, snippets_dir, templates_dir, listener
+        )
     return files
+
+
+def check_templates(templates_dir: str) -> None:
+    """Raise ``ConfigError`` naming TEMPLATES_DIR unless its templates load and render a sample site."""
+    path = Path(templates_dir)
+    if not path.is_dir():
+        raise ConfigError(f"TEMPLATES_DIR={templates_dir}: not a directory")
+    if not any((path / name).is_file() for name in TEMPLATE_NAMES):
+        raise ConfigError(f"TEMPLATES_DIR={templates_dir}: holds neither {' nor '.join(TEMPLATE_NAMES)}")
+    now = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    site = Site(("example.com",), (Upstream("http", "10.0.0.2", 80),), "sample", SourceKind.FILE)
+    cert = Certificate(
+        "example.com", frozenset({"example.com"}), now, now, "sample CA", "ecdsa", 1,
+        fullchain_path="/etc/letsencrypt/live/example.com/fullchain.pem",
+        privkey_path="/etc/letsencrypt/live/example.com/privkey.pem",
+    )
+    render_all([site], {"example.com": cert}, "/var/www/acme", NginxTraits(), templates_dir=templates_dir)

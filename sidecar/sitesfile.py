@@ -5,6 +5,15 @@ Format (``SITES_FILE``)::
     sites:
       - domains: [static.example.com, www.static.example.com]   # or "a.com, b.com"
         upstream: http://10.0.0.5:8080                           # http(s)://host[:port]
+        # optional, the same as the labels (see ``options``):
+        tls: modern
+        hsts: "63072000; includeSubDomains"                      # or off
+        max_body_size: 10m
+        redirect: www-to-apex
+        websocket: off
+        key_type: rsa
+        profile: tlsserver
+        headers: {X-Frame-Options: DENY}
 
 A bad entry is reported and left out; the other entries still count. A file
 that cannot be parsed at all raises ``InputError`` so the caller can keep the
@@ -13,6 +22,7 @@ last good version.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -20,11 +30,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import options
 from .domains import DomainError, normalize_domains, parse_domain_list
 from .errors import InputError
 from .model import Problem, Site, SourceKind, Upstream
 
-ENTRY_KEYS = ("domains", "upstream")
+ENTRY_KEYS = ("domains", "upstream") + options.OPTION_KEYS + ("headers",)
 MAX_FILE_BYTES = 1_000_000
 _HOST = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
 
@@ -34,6 +45,9 @@ def parse_upstream(raw: object) -> Upstream:
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError("upstream must be a URL like http://app:8080")
     text = raw.strip()
+    if not text.isprintable() or " " in text:
+        # urlsplit silently drops tabs and newlines ("http://ap\tp" would mean "http://app").
+        raise ValueError(f"{text[:80]!r}: spaces and control characters are not allowed in a URL")
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -62,6 +76,17 @@ def _domains(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, list) and all(isinstance(d, str) for d in raw):
         return normalize_domains(raw)
     raise DomainError("domains must be a list of names or a comma-separated string")
+
+
+def _origin(index: int, option_key: str) -> str:
+    return f"sites file entry {index}: {_file_key(option_key)}"
+
+
+def _file_key(option_key: str) -> str:
+    """``header.X`` (the option key) is ``headers: {X: ...}`` in the file."""
+    if option_key.startswith(options.HEADER_PREFIX):
+        return "headers." + option_key[len(options.HEADER_PREFIX):]
+    return option_key
 
 
 def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
@@ -105,6 +130,20 @@ def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
         except ValueError as exc:
             problems.append(Problem(source, f"upstream: {exc}"))
             continue
+        headers = entry.get("headers") or {}
+        if not isinstance(headers, dict):
+            problems.append(Problem(source, "headers: must be a mapping of header name to value"))
+            continue
+        try:
+            site_options = options.build(
+                {k: v for k, v in entry.items() if k in options.OPTION_KEYS},
+                list(headers.items()),
+                domains,
+                functools.partial(_origin, index),
+            )
+        except options.OptionError as exc:
+            problems.append(Problem(source, f"{_file_key(exc.key)}: {exc}"))
+            continue
         sites.append(
             Site(
                 domains=domains,
@@ -112,6 +151,7 @@ def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
                 source=source,
                 source_kind=SourceKind.FILE,
                 notes=(f"upstream {upstream.url} from the sites file",),
+                options=site_options,
             )
         )
     return sites, problems

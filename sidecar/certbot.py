@@ -45,6 +45,7 @@ def arguments(
     config_dir: str | None = None,
     key_type: str | None = None,
     profile: str | None = None,
+    account: str | None = None,
 ) -> list[str]:
     """certbot's arguments. ``config_dir`` overrides the certificate directory (staging runs)."""
     key_type = key_type or settings.key_type
@@ -71,6 +72,9 @@ def arguments(
         args += ["--eab-kid", settings.eab_kid, "--eab-hmac-key", settings.eab_hmac_key]
     if profile:
         args += ["--preferred-profile", profile]
+    if account:
+        # Renew with the account the lineage was issued with (adopted lineages keep theirs).
+        args += ["--account", account]
     if action in (Action.RENEW, Action.REKEY):
         args.append("--force-renewal")
     else:
@@ -109,7 +113,10 @@ def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
     text = output
     low = text.lower()
     summary = _one_line(text)
-    if "ratelimited" in low or "too many" in low and "rate limit" in low or "too many certificates" in low:
+    # certbot prints only the problem's detail, e.g. "too many new orders (300) ... retry after ...: see
+    # .../docs/rate-limits/#new-orders-per-account": any "too many" with a retry time or the limits page.
+    if "ratelimited" in low or "too many" in low and any(k in low for k in ("rate limit", "rate-limit", "retry after")) \
+            or "too many certificates" in low:
         match = _RETRY_AFTER.search(text)
         retry = None
         if match:
@@ -124,6 +131,7 @@ def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
         return Outcome(False, summary, Failure.VALIDATION)
     if any(k in low for k in ("connection refused", "max retries exceeded", "failed to establish",
                                "serverinternal", "badnonce", "timed out", "temporarily unavailable",
-                               "service unavailable", "name or service not known", "503", "502")):
+                               "service unavailable", "name or service not known", "503", "502",
+                               "connection aborted", "remote end closed connection", "connection reset")):
         return Outcome(False, summary, Failure.TRANSIENT)
     return Outcome(False, summary, Failure.UNKNOWN)

@@ -44,6 +44,34 @@ def has_account(config_dir: Path, server: str) -> bool:
         return False
 
 
+def renewal_account(certs_dir: Path, name: str, server: str) -> str | None:
+    """The ACME account an existing lineage was issued with, if it is stored for ``server``."""
+    try:
+        text = (certs_dir / "renewal" / f"{name}.conf").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "account":
+            account = value.strip()
+            if account.isalnum() and (account_dir(certs_dir, server) / account).is_dir():
+                return account
+    return None
+
+
+def default_account(config_dir: Path, server: str) -> str | None:
+    """The account to use for new lineages when several are stored (certbot would
+    otherwise ask which, and fail non-interactively): the oldest one."""
+    path = account_dir(config_dir, server)
+    try:
+        accounts = [p for p in path.iterdir() if p.is_dir() and p.name.isalnum()]
+    except FileNotFoundError:
+        return None
+    if len(accounts) < 2:
+        return None
+    return min(accounts, key=lambda p: (p.stat().st_mtime, p.name)).name
+
+
 def is_fresh(certs_dir: Path, name: str) -> bool:
     """True when no part of lineage ``name`` exists yet."""
     return not (

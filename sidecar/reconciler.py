@@ -15,25 +15,28 @@ import logging
 import os
 import secrets
 import shutil
+import ssl
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+from tenacity import (Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt, stop_never,
+                      wait_exponential, wait_random_exponential)
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
-from . import certbot, certs, desired, labels, lineage, nginx, ratelimits, render, runlogs, sitesfile
+from . import ari, certbot, certs, desired, nginxconf, placeholder, labels, lineage, nginx, ratelimits, render, runlogs, sitesfile
 from .docker_api import Docker
 from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
 from .events import Event, Kind, Observers, PassSnapshot, SiteStatus
 from .ledger import Ledger
-from .model import ContainerInfo, DesiredState, Problem, Site
-from .planner import Action, Decision, Plan, Policy, backoff_delay, plan, renewal_time
+from .model import Certificate, ContainerInfo, DesiredState, Problem, Site, SiteOptions, SourceKind
+from .planner import Action, Decision, Plan, Policy, ari_plausible, backoff_delay, plan, renewal_time
 from .settings import Settings
 
 log = logging.getLogger("sidecar")
@@ -42,6 +45,7 @@ MAX_SLEEP = timedelta(minutes=5)
 CA_BUNDLE_NAME = "sidecar-ca-bundle.pem"
 STATUS_FILE = "status.json"
 OWNER_LABEL = "nginx-acme-sidecar.owner"
+QUICK_RETRIES = 2
 COMPOSE_PROJECT = "com.docker.compose.project"
 LAST_GOOD_SITES = "sites-last-good.yml"
 
@@ -80,6 +84,18 @@ class _SitesFileHandler(FileSystemEventHandler):
             self.poke("sites file changed")
 
 
+class _ConfDirHandler(FileSystemEventHandler):
+    def __init__(self, poke: Callable[[str], None]) -> None:
+        self.poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in ("created", "modified", "moved", "deleted", "closed"):
+            return
+        paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
+        if any(p and nginxconf.relevant_change(p) for p in paths):
+            self.poke("nginx config changed")
+
+
 @dataclass
 class _Memory:
     """What the previous passes saw, to log changes once instead of every pass."""
@@ -92,6 +108,7 @@ class _Memory:
     file_text: str | None = None
     file_error: str = ""
     nginx_traits: render.NginxTraits | None = None
+    outside_fingerprint: tuple[object, ...] | None = None
     nginx_id: str = ""
 
 
@@ -111,16 +128,24 @@ class Reconciler:
         self.own_id: str | None = None
         self.certbot_volumes: dict[str, dict[str, str]] = {}
         self.passes = 0
+        self._timer: threading.Timer | None = None
         self.observers = Observers()
         self._main_dir_lock = threading.Lock()
         self._ledger_lock = threading.Lock()
         self._nginx_addr: tuple[str, int] | None = None
         self.limits = ratelimits.PROFILES[settings.rate_limits]
         self.me: ContainerInfo | None = None
+        self.ari = ari.AriClient(settings.acme_server, settings.acme_ca_bundle) if settings.ari else None
+        # lineage -> (serial, window or None, when to ask again)
+        self._ari_cache: dict[str, tuple[int, tuple[datetime, datetime] | None, datetime]] = {}
+        self._ari_down_until = datetime.min.replace(tzinfo=timezone.utc)
         self.owner = "host"
         self._ambiguous_nginx = ""
+        self._user_defaults: frozenset[int] = frozenset()
+        self._user_conf_files: tuple[str, ...] = ()
         # site name -> when a rate-limit budget frees up for it
         self._postponed: dict[str, datetime | None] = {}
+        self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
         # sites an operator asked to renew now even if not due (``renew NAME --force``)
@@ -167,7 +192,8 @@ class Reconciler:
             wait=wait_exponential(multiplier=1, min=1, max=30),
             retry=retry_if_exception_type(DockerUnavailable),
             stop=stop_never,
-            before_sleep=lambda rs: log.warning("Docker event stream lost (%s); reconnecting", rs.outcome.exception()),
+            before_sleep=lambda rs: log.warning("Docker event stream lost (%s); reconnecting",
+                                                rs.outcome.exception() if rs.outcome else "?"),
             reraise=True,
         )
 
@@ -191,7 +217,18 @@ class Reconciler:
             if not self._stop.is_set():
                 log.error("Docker event watcher stopped: %s", exc)
 
-    def _watch_sites_file(self) -> Observer | None:
+    def _watch_conf_dir(self) -> BaseObserver | None:
+        """Hand-written nginx files: any change other than the sidecar's own writes pokes the loop."""
+        conf_dir = self.settings.conf_dir
+        if not conf_dir.is_dir():
+            return None
+        observer = Observer()
+        observer.schedule(_ConfDirHandler(self.poke), str(conf_dir), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+    def _watch_sites_file(self) -> BaseObserver | None:
         path = self.settings.sites_file
         if path is None:
             return None
@@ -219,22 +256,30 @@ class Reconciler:
                         s.certs_dir, s.webroot_dir)
             self.certbot_volumes = {str(s.certs_dir): {"bind": str(s.certs_dir), "mode": "rw"},
                                     str(s.webroot_dir): {"bind": str(s.webroot_dir), "mode": "rw"}}
-        for leftover in lineage.recover(s.certs_dir):
-            log.warning("cleaned up after an interrupted run: removed %s", leftover)
         me = self.docker.find_container(self.own_id) if self.own_id else None
         self.me = me
         # certbot containers carry their owner, so several stacks on one engine never touch each other's.
         self.owner = me.name if me else "host"
+        # First stop a certbot a killed predecessor left running: it may still write into .staging.
         removed = self.docker.remove_labelled(f"{OWNER_LABEL}={self.owner}")
         if removed:
             log.info("removed %d leftover certbot container(s) from an earlier run", removed)
+        probes = (s.webroot_dir / ".well-known" / "acme-challenge").glob("sidecar-probe-*")
+        temp_files = nginx.remove_temp_files([s.conf_dir, s.state_dir, s.certs_dir])
+        for leftover in [*lineage.recover(s.certs_dir), *temp_files]:
+            log.warning("cleaned up after an interrupted run: removed %s", leftover)
+        for probe in probes:
+            probe.unlink(missing_ok=True)
+        for name in nginxconf.install_snippets(s.conf_dir, str(s.webroot_dir)):
+            log.info("include snippet for hand-written configs: %s", s.conf_dir / nginxconf.SNIPPETS_DIRNAME / name)
         self.docker.ensure_image(s.certbot_image)
 
     def find_nginx(self, containers: list[ContainerInfo]) -> ContainerInfo | None:
         """The nginx to manage: by name, else the one labelled ``<prefix>.nginx=true``.
 
         With several labelled containers on the engine (several stacks), the one in
-        the sidecar's own Compose project wins, then one sharing a network with it.
+        the sidecar's own Compose project wins, then one sharing a network with it;
+        another stack's nginx never does (while ours is re-created, we wait for it).
         """
         s = self.settings
         if s.nginx_container:
@@ -242,11 +287,21 @@ class Reconciler:
             return next((c for c in containers if c.name == want or c.id.startswith(want)), None)
         marked = [c for c in containers if c.labels.get(s.nginx_label, "").lower() in ("true", "1", "yes")]
         me = self.me
-        if len(marked) > 1 and me is not None:
+        if marked and me is not None:
             project = me.labels.get(COMPOSE_PROJECT)
             same_project = [c for c in marked if project and c.labels.get(COMPOSE_PROJECT) == project]
             same_network = [c for c in marked if set(c.networks) & set(me.networks)]
-            marked = same_project or same_network or marked
+            ours = same_project or same_network
+            if not ours and len(marked) == 1 and not (project and marked[0].labels.get(COMPOSE_PROJECT)):
+                ours = marked  # a lone nginx, and one of the two outside Compose: take it
+            if not ours:
+                # Never another stack's nginx (ours may be being re-created): wait for ours.
+                names = ", ".join(c.name for c in marked)
+                if names != self._ambiguous_nginx:
+                    log.warning("ignoring %s (labelled %s=true but neither in this Compose project nor on a "
+                                "network shared with the sidecar)", names, s.nginx_label)
+                    self._ambiguous_nginx = names
+            marked = ours
         if len(marked) > 1:
             names = ", ".join(c.name for c in marked)
             if names != self._ambiguous_nginx:
@@ -260,10 +315,7 @@ class Reconciler:
             return self.memory.nginx_traits
         version = self.docker.exec(nginx_id, ["nginx", "-V"]).output
         v6 = self.docker.exec(nginx_id, ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"])
-        traits = render.NginxTraits(
-            ipv6=v6.exit_code == 0 and v6.output.strip() == "0",
-            post_quantum=_openssl_at_least(version, (3, 5)),
-        )
+        traits = render.traits_from(version, v6.output if v6.exit_code == 0 else "")
         self.memory.nginx_id, self.memory.nginx_traits = nginx_id, traits
         log.info("nginx container %s: %s; IPv6 listeners %s; post-quantum key exchange %s",
                  nginx_id[:12], (version.splitlines() or ["?"])[0].strip(),
@@ -323,6 +375,9 @@ class Reconciler:
             self.settings.label_prefix, nginx_networks,
         )
         file_sites, file_problems = self._file_sites()
+        conf_sites, conf_problems = self._conf_sites()
+        file_sites = [*conf_sites, *file_sites]
+        file_problems = [*conf_problems, *file_problems]
         return desired.merge(file_sites, label_sites, label_problems + file_problems), nginx_c
 
     def _in_scope(self, c: ContainerInfo, nginx_networks: list[str]) -> bool:
@@ -363,11 +418,18 @@ class Reconciler:
 
     def _apply(self, state: DesiredState, nginx_c: ContainerInfo) -> bool:
         """Render, test and reload; True when nginx was reloaded."""
-        lineages, cert_problems = certs.read_lineages(self.settings.certs_dir)
+        lineages, cert_problems = self._lineages()
         for p in cert_problems:
             log.warning("%s", p)
         traits = self.probe_nginx(nginx_c.id)
-        wanted = render.render_all(state.sites, lineages, str(self.settings.webroot_dir), traits)
+        conf_sites = [x for x in state.sites if x.source_kind == SourceKind.NGINX_CONF]
+        wanted = render.render_all(
+            [x for x in state.sites if x.source_kind != SourceKind.NGINX_CONF],
+            lineages, str(self.settings.webroot_dir), traits, self.settings.tls_profile,
+            str(self.settings.snippets_dir) if self.settings.snippets_dir else None,
+            str(self.settings.templates_dir) if self.settings.templates_dir else None,
+            self._user_defaults,
+        )
         control = DockerNginx(self.docker, nginx_c.id)
 
         def rejected(filename: str, reason: str) -> None:
@@ -376,10 +438,16 @@ class Reconciler:
                       reason, file=filename, error=reason)
 
         try:
-            result = nginx.apply(self.settings.conf_dir, wanted, control, on_reject=rejected)
+            result = nginx.apply(self.settings.conf_dir, wanted, control, on_reject=rejected,
+                                 verify=lambda written: self._verify_served(written, lineages))
         except NginxError as exc:
             log.error("%s", exc)
             return False
+        fingerprint = self._outside_fingerprint(conf_sites, lineages)
+        if result.reloaded:
+            self.memory.outside_fingerprint = fingerprint  # that reload picked up everything
+        else:
+            result.reloaded = self._reload_for_outside_changes(control, fingerprint)
         live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
         by_file = {render.site_filename(s.name): s for s in state.sites}
         for filename in sorted(live - self.memory.live):
@@ -394,6 +462,104 @@ class Reconciler:
             self.emit(Kind.RELOAD, "", "nginx reloaded", written=result.written, removed=result.removed)
         self.memory.live = live
         return result.reloaded
+
+    def _write_placeholders(self, state: DesiredState) -> None:
+        lineages, _ = self._lineages()
+        for site in state.sites:
+            if site.source_kind != SourceKind.NGINX_CONF or site.name in lineages:
+                continue
+            try:
+                if placeholder.write_placeholder(self.settings.certs_dir, site.name, site.domains):
+                    log.info("site %s: placeholder certificate written so nginx accepts %s until the real one "
+                             "is issued", site.name, site.source.removeprefix("nginx config "))
+            except (OSError, ValueError) as exc:
+                log.error("site %s: cannot write a placeholder certificate: %s", site.name, exc)
+
+    def _reload_for_outside_changes(self, control: DockerNginx, fingerprint: tuple[object, ...]) -> bool:
+        """Hand-written files edited, or a certificate they use replaced: test, then reload.
+
+        A failing ``nginx -t`` keeps the running config and is reported with nginx's
+        own error; the same fingerprint is not retried until something changes again.
+        """
+        if fingerprint == self.memory.outside_fingerprint:
+            return False
+        # (first sight after a start counts as a change: files may have been edited while we were down)
+        self.memory.outside_fingerprint = fingerprint
+        ok, output = control.test()
+        if not ok:
+            reason = nginx.first_error_line(output)
+            log.error("nginx rejected a change to the hand-written config; the running config stays: %s", reason)
+            self.emit(Kind.NGINX_REJECTED, "", reason, file="hand-written config", error=reason)
+            return False
+        ok, output = control.reload()
+        if not ok:
+            log.error("nginx -s reload failed: %s", nginx.first_error_line(output))
+            return False
+        log.info("nginx reloaded (hand-written config or its certificates changed)")
+        self.emit(Kind.RELOAD, "", "nginx reloaded", written=[], removed=[])
+        return True
+
+    def _outside_fingerprint(self, conf_sites: list[Site], lineages: dict[str, Certificate]) -> tuple[object, ...]:
+        files = []
+        for path in sorted({*map(str, nginxconf.conf_d_roots(self.settings.conf_dir)), *self._user_conf_files}):
+            try:
+                st = os.stat(path)
+                files.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                files.append((path, 0, -1))
+        serials = sorted((x.name, lineages[x.name].serial if x.name in lineages else 0) for x in conf_sites)
+        return (tuple(files), tuple(serials))
+
+    def _verify_served(self, written: list[str], lineages: dict[str, Certificate]) -> str:
+        """After a reload: does nginx present each changed site's current certificate (TLS, SNI)?"""
+        if self._nginx_addr is None:
+            return ""
+        host = self._nginx_addr[0]
+        expected = {
+            f.removeprefix("sidecar-site-").removesuffix(".conf"): lineages[n].serial
+            for f in written
+            if f.startswith("sidecar-site-") and (n := f.removeprefix("sidecar-site-").removesuffix(".conf")) in lineages
+        }
+        deadline = time.monotonic() + 5.0
+        while expected:
+            for name, serial in list(expected.items()):
+                if _served_serial(host, name) == serial:
+                    del expected[name]
+            if not expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if expected:
+            return "wrong or no certificate for " + ", ".join(sorted(expected))
+        return ""
+
+    def _lineages(self) -> tuple[dict[str, Certificate], list[Problem]]:
+        """Real lineages on disk: placeholders for hand-written configs do not count."""
+        found, problems = certs.read_lineages(self.settings.certs_dir)
+        for name in placeholder.placeholder_names(self.settings.certs_dir):
+            found.pop(name, None)
+        return found, problems
+
+    def _conf_sites(self) -> tuple[list[Site], list[Problem]]:
+        """Certificates named by hand-written server blocks in the conf dir (bring your own config)."""
+        s = self.settings
+        parsed = nginxconf.parse_tree(nginxconf.conf_d_roots(s.conf_dir), "/etc/nginx")
+        demands, problems = nginxconf.certificate_demands(parsed.servers, str(s.certs_dir))
+        self._user_defaults = frozenset(nginxconf.default_server_ports(parsed.servers))
+        self._user_conf_files = parsed.files
+        existing, _ = self._lineages()
+        sites = []
+        for demand in demands:
+            current = existing.get(demand.name)
+            sites.append(Site(
+                domains=demand.domains,
+                upstreams=(),
+                source=f"nginx config {demand.sources[0]}",
+                source_kind=SourceKind.NGINX_CONF,
+                cert_name=demand.name,
+                # Adopted lineages keep their key type (an RSA lineage made by hand stays RSA).
+                options=SiteOptions(key_type=current.key_type if current else None),
+            ))
+        return sites, [*parsed.problems, *problems]
 
     def _certbot_env(self) -> dict[str, str]:
         bundle = self.settings.acme_ca_bundle
@@ -421,6 +587,8 @@ class Reconciler:
             self.settings, site.name, site.domains, decision.action,
             config_dir=str(config_dir) if config_dir else None,
             key_type=getattr(opts, "key_type", None), profile=getattr(opts, "acme_profile", None),
+            account=(lineage.renewal_account(self.settings.certs_dir, site.name, self.settings.acme_server)
+                     or lineage.default_account(config_dir or self.settings.certs_dir, self.settings.acme_server)),
         )
         env = self._certbot_env()
         outcome = certbot.Outcome(False, "certbot did not run", certbot.Failure.UNKNOWN)
@@ -448,20 +616,39 @@ class Reconciler:
             return outcome
         return outcome
 
+    def _with_quick_retries(self, decision: Decision) -> certbot.Outcome:
+        """A CA that is briefly unreachable or answers 5xx gets a few quick retries
+        (exponential, with jitter) before the failure counts for the back-off schedule."""
+        retrying = Retrying(
+            stop=stop_after_attempt(1 + QUICK_RETRIES),
+            wait=wait_random_exponential(multiplier=2, max=30),
+            retry=retry_if_result(lambda o: o.failure == certbot.Failure.TRANSIENT and not self._stop.is_set()),
+            before_sleep=lambda rs: log.warning(
+                "site %s: the CA did not answer properly (%s); retrying shortly", decision.site.name,
+                rs.outcome.result().summary if rs.outcome else "?"),
+            retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else certbot.Outcome(
+                False, "no attempt", certbot.Failure.UNKNOWN),
+        )
+        outcome: certbot.Outcome = retrying(self._issue_or_renew, decision)
+        return outcome
+
     def _issue_or_renew(self, decision: Decision) -> certbot.Outcome:
         """Run certbot: new lineages side by side in a staging dir, the rest one at a time."""
         s = self.settings
         name = decision.site.name
-        fresh = (decision.action == Action.ISSUE and lineage.is_fresh(s.certs_dir, name)
+        has_placeholder = placeholder.is_placeholder_lineage(s.certs_dir, name)
+        fresh = (decision.action in (Action.ISSUE, Action.EXPAND)
+                 and (has_placeholder or lineage.is_fresh(s.certs_dir, name))
                  and lineage.has_account(s.certs_dir, s.acme_server))
         if not fresh:
-            with self._main_dir_lock:
+            with self._main_dir_lock, placeholder.set_aside(s.certs_dir, name):
+                # (a placeholder is out of live/ only while certbot runs; nginx keeps the one it loaded)
                 return self._run_certbot(decision, None)
         staging = lineage.prepare_staging(s.certs_dir, name)
         try:
             outcome = self._run_certbot(decision, staging)
             if outcome.ok and not outcome.kept:
-                with self._main_dir_lock:
+                with self._main_dir_lock, placeholder.set_aside(s.certs_dir, name):
                     lineage.adopt_staged(s.certs_dir, staging, name)
             return outcome
         except OSError as exc:
@@ -484,7 +671,7 @@ class Reconciler:
             else:
                 with self._ledger_lock:
                     self.ledger.record_order(site.name, site.domains, self.clock())
-                outcome = self._issue_or_renew(decision)
+                outcome = self._with_quick_retries(decision)
         except ConfigError as exc:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.UNKNOWN)
         except DockerUnavailable as exc:
@@ -498,7 +685,7 @@ class Reconciler:
             with self._ledger_lock:
                 self.ledger.record_success(site.name, site.domains, now, issued=not outcome.kept)
                 self.ledger.save()
-            lineages, _ = certs.read_lineages(self.settings.certs_dir)
+            lineages, _ = self._lineages()
             cert = lineages.get(site.name)
             if cert is not None:
                 log.info("site %s: certificate %s in %.1fs by %s, valid until %s UTC; renewal planned %s UTC",
@@ -560,6 +747,8 @@ class Reconciler:
         self.passes += 1
         state, nginx_c = self.snapshot()
         self._report(state)
+        # Before anything else: nginx cannot even start while a hand-written config names a missing file.
+        self._write_placeholders(state)
         if nginx_c is None:
             key = "nginx container not found"
             if key not in self.memory.problems:
@@ -604,6 +793,7 @@ class Reconciler:
                     previous = state.sites
                     state, found = self.snapshot()
                     self._report(state)
+                    self._write_placeholders(state)
                     nginx_c = found or nginx_c
                     if state.sites != previous:
                         pending_apply = True
@@ -619,8 +809,28 @@ class Reconciler:
             self._apply(state, nginx_c)
         the_plan = self._plan(state)
         self._write_status(state, the_plan)
-        wakeups = [t for t in [the_plan.next_wakeup, *self._postponed.values()] if t is not None]
+        self._log_plan(the_plan)
+        ari_rechecks = [c[2] for c in self._ari_cache.values()]
+        wakeups = [t for t in [the_plan.next_wakeup, *self._postponed.values(), *ari_rechecks] if t is not None]
         return min(wakeups) if wakeups else None
+
+    def _log_plan(self, the_plan: Plan) -> None:
+        """Say once why nothing happens for a site (and repeat long waits every 6 hours)."""
+        now = self.clock()
+        for d in the_plan.decisions:
+            key = (d.action.value, d.at)
+            seen = self._plan_logged.get(d.site.name)
+            if d.action == Action.OK and d.at is not None and (seen is None or seen[0] != key):
+                log.info("site %s: certificate %s; renewal planned %s UTC", d.site.name, d.reason,
+                         f"{d.at:%Y-%m-%d %H:%M:%S}")
+            elif d.action == Action.WAIT and d.at is not None and (
+                seen is None or seen[0] != key or now - seen[1] >= timedelta(hours=6)
+            ):
+                log.info("site %s: waiting until %s UTC before the next attempt (%s)", d.site.name,
+                         f"{d.at:%Y-%m-%d %H:%M:%S}", d.reason)
+            else:
+                continue
+            self._plan_logged[d.site.name] = (key, now)
 
     def _within_budget(self, decision: Decision) -> bool:
         """Check the CA's rate limits before asking; log a postponement once."""
@@ -640,11 +850,38 @@ class Reconciler:
         return False
 
     def _plan(self, state: DesiredState) -> Plan:
-        lineages, _ = certs.read_lineages(self.settings.certs_dir)
+        lineages, _ = self._lineages()
         with self._ledger_lock:
             self.ledger.forget({s.name for s in state.sites})
             attempts = dict(self.ledger.attempts)
-        return plan(state.sites, lineages, attempts, self.policy, self.clock(), forced=frozenset(self.forced))
+        windows = self._ari_windows({s.name: lineages[s.name] for s in state.sites if s.name in lineages})
+        return plan(state.sites, lineages, attempts, self.policy, self.clock(), windows,
+                    forced=frozenset(self.forced))
+
+    def _ari_windows(self, lineages: dict[str, Certificate]) -> dict[str, tuple[datetime, datetime]]:
+        """Renewal windows from the CA (ARI), re-asked as its Retry-After says."""
+        if self.ari is None:
+            return {}
+        now = self.clock()
+        out: dict[str, tuple[datetime, datetime]] = {}
+        for name, cert in sorted(lineages.items()):
+            cached = self._ari_cache.get(name)
+            if cached is None or cached[0] != cert.serial or now >= cached[2]:
+                window = None if now < self._ari_down_until else self.ari.window(cert, now)
+                if window is None:
+                    self._ari_down_until = now + timedelta(minutes=5)
+                    cached = (cert.serial, None, now + timedelta(hours=1))
+                else:
+                    if cached is None or cached[1] != (window.start, window.end):
+                        plausible = ari_plausible(cert, (window.start, window.end))
+                        log.info("site %s: the CA suggests renewing between %s and %s UTC (ARI)%s", name,
+                                 f"{window.start:%Y-%m-%d %H:%M:%S}", f"{window.end:%Y-%m-%d %H:%M:%S}",
+                                 "" if plausible else "; outside the certificate's validity, so ignored")
+                    cached = (cert.serial, (window.start, window.end), window.recheck_at)
+                self._ari_cache[name] = cached
+            if cached[1] is not None:
+                out[name] = cached[1]
+        return out
 
     def _reachable_address(self, nginx_c: ContainerInfo) -> tuple[str, int] | None:
         """nginx's address on a network the sidecar shares with it (for the preflight probe)."""
@@ -661,7 +898,7 @@ class Reconciler:
 
     def _write_status(self, state: DesiredState, the_plan: object) -> None:
         decisions = getattr(the_plan, "decisions", ()) or ()
-        data = {
+        data: dict[str, Any] = {
             "updated": self.clock().isoformat(),
             "acme_server": self.settings.acme_server,
             "sites": [
@@ -679,7 +916,7 @@ class Reconciler:
             ],
             "problems": sorted(str(p) for p in state.problems),
         }
-        lineages, _ = certs.read_lineages(self.settings.certs_dir)
+        lineages, _ = self._lineages()
         statuses = []
         for d in decisions:
             cert = lineages.get(d.site.name)
@@ -710,6 +947,7 @@ class Reconciler:
     def run_forever(self) -> None:
         self.prepare()
         observer = self._watch_sites_file()
+        conf_observer = self._watch_conf_dir()
         threading.Thread(target=self._watch_events, name="docker-events", daemon=True).start()
         self._announce()
         failures = 0
@@ -741,8 +979,9 @@ class Reconciler:
                     next_due = self.clock() + timedelta(seconds=min(2 ** failures, 300))
                 self._arm_timer(next_due)
         finally:
-            if observer is not None:
-                observer.stop()
+            for obs in (observer, conf_observer):
+                if obs is not None:
+                    obs.stop()
 
     def _arm_timer(self, next_due: datetime | None) -> None:
         now = self.clock()
@@ -754,7 +993,7 @@ class Reconciler:
 
         timer = threading.Timer(delay, fire)
         timer.daemon = True
-        if getattr(self, "_timer", None) is not None:
+        if self._timer is not None:
             self._timer.cancel()
         self._timer = timer
         timer.start()
@@ -768,6 +1007,24 @@ class Reconciler:
                  "-l %s.port=8080 <image>", p, p)
 
 
+def _served_serial(host: str, sni: str, timeout: float = 2.0) -> int | None:
+    """Serial of the certificate nginx presents for ``sni`` (no verification: we compare serials)."""
+    import socket
+
+    from cryptography import x509
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, 443), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    return x509.load_der_x509_certificate(der).serial_number if der else None
+
+
 def _http_get(addr: tuple[str, int], host: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
     conn = http.client.HTTPConnection(addr[0], addr[1], timeout=timeout)
     try:
@@ -778,15 +1035,6 @@ def _http_get(addr: tuple[str, int], host: str, path: str, timeout: float = 5.0)
         return 0, ""
     finally:
         conn.close()
-
-
-def _openssl_at_least(nginx_v: str, wanted: tuple[int, int]) -> bool:
-    import re
-
-    match = re.search(r"(?:running with|built with) OpenSSL (\d+)\.(\d+)", nginx_v)
-    if not match:
-        return False
-    return (int(match.group(1)), int(match.group(2))) >= wanted
 
 
 def health(settings: Settings, max_age: timedelta = timedelta(minutes=15)) -> tuple[bool, str]:

@@ -1,0 +1,120 @@
+"""Bring your own nginx config (issue 7), end to end: hand-written server blocks in the
+conf volume, a lineage made by hand with certbot, and a broken edit."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .stack import IMAGES, Stack, dns_names, issuer_cn, new_stack, wait_for
+
+PLACEHOLDER = "nginx-acme-sidecar placeholder"
+
+
+def server_blocks(name: str, lineage: str, upstream: str = "http://app-a:5678") -> str:
+    return f"""
+server {{
+    listen 80;
+    server_name {name};
+    include /etc/nginx/conf.d/sidecar-include/acme-challenge.conf;
+    location / {{ return 308 https://$host$request_uri; }}
+}}
+server {{
+    listen 443 ssl;
+    server_name {name};
+    ssl_certificate     /etc/letsencrypt/live/{lineage}/fullchain.pem;
+    ssl_certificate_key /etc/letsencrypt/live/{lineage}/privkey.pem;
+    include /etc/nginx/conf.d/sidecar-include/tls-intermediate.conf;
+    location / {{ proxy_pass {upstream}; }}
+}}
+"""
+
+
+def put_conf(stack: Stack, filename: str, text: str) -> None:
+    """Write a hand-written file into the conf volume, atomically, as an editor would."""
+    tmp = f"/etc/nginx/conf.d/.{filename}.tmp"
+    code, out = stack.exec("sidecar", "sh", "-c",
+                           f"printf %s {shlex.quote(text)} > {tmp} && mv {tmp} /etc/nginx/conf.d/{filename}")
+    assert code == 0, out
+
+
+@pytest.fixture(scope="module")
+def byo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = new_stack(Path(tmp_path_factory.mktemp("byo")))
+    s.write_sites("sites: []\n")
+    try:
+        s.compose("up", "-d", "--no-build")
+        s.fetch_root()
+        wait_for("https://a.demo.test", lambda: s.https("a.demo.test").status == 200, timeout=90)
+        yield s
+    finally:
+        s.down()
+
+
+def test_hand_written_config_with_a_missing_certificate_gets_one(byo: Stack) -> None:
+    put_conf(byo, "byo.conf", server_blocks("byo.demo.test", "byo-cert"))
+    r = wait_for("a real certificate for byo.demo.test",
+                 lambda: (x := byo.https("byo.demo.test")) and issuer_cn(x.cert).startswith("Pebble") and x,
+                 timeout=60, interval=0.3)
+    assert r.status == 200 and r.body.strip() == "hello from app-a"
+    assert dns_names(r.cert) == {"byo.demo.test"}
+    assert r.headers.get("strict-transport-security", "").startswith("max-age=")
+    code, live = byo.exec("sidecar", "ls", "/etc/letsencrypt/live")
+    assert "byo-cert" in live.split() and not any(n.startswith("byo-cert-") for n in live.split())
+    logs = byo.logs()
+    assert "site byo-cert: placeholder certificate written" in logs
+    # the generated sites were not disturbed
+    assert byo.https("a.demo.test").status == 200
+
+
+def test_existing_lineage_made_by_hand_is_adopted_not_reissued(byo: Stack) -> None:
+    # The classic setup: a lineage created with `docker run certbot certonly --webroot` by hand (RSA).
+    project = byo.project
+    cmd = ["certonly", "--webroot", "-w", "/var/www/acme", "--cert-name", "legacy", "-d", "legacy.demo.test",
+           "--server", "https://pebble:14000/dir", "--non-interactive", "--agree-tos",
+           "--register-unsafely-without-email", "--key-type", "rsa"]
+    out = byo.client.containers.run(
+        IMAGES["CERTBOT_IMAGE"], cmd, remove=True, network=byo.network,
+        volumes={f"{project}_certs": {"bind": "/etc/letsencrypt", "mode": "rw"},
+                 f"{project}_webroot": {"bind": "/var/www/acme", "mode": "rw"},
+                 f"{project}_pebble-ca": {"bind": "/pebble-ca", "mode": "ro"}},
+        environment={"REQUESTS_CA_BUNDLE": "/pebble-ca/ca.pem"},
+    ).decode()
+    assert "Successfully received certificate" in out, out
+    by_hand = byo.cert_on_disk("legacy")
+    since = time.time()
+    put_conf(byo, "legacy.conf", server_blocks("legacy.demo.test", "legacy"))
+    r = wait_for("legacy.demo.test served", lambda: byo.https("legacy.demo.test"), timeout=30)
+    assert r.cert.serial_number == by_hand.serial_number
+    time.sleep(2)
+    logs = byo.logs(since=since)
+    assert "site legacy: requesting certificate" not in logs
+    assert "site legacy: replacing certificate" not in logs
+
+    # Renewed on request (same path as the schedule): same lineage, same key type, new serial.
+    code, out = byo.exec("sidecar", "python3", "-m", "sidecar", "renew", "legacy", "--force")
+    assert code == 0, out
+    renewed = wait_for("renewed legacy certificate served",
+                       lambda: (c := byo.https("legacy.demo.test").cert).serial_number != by_hand.serial_number and c,
+                       timeout=60, interval=0.5)
+    assert type(renewed.public_key()).__name__.startswith("_RSA") or "RSA" in type(renewed.public_key()).__name__
+    code, live = byo.exec("sidecar", "ls", "/etc/letsencrypt/live")
+    assert [n for n in live.split() if n.startswith("legacy")] == ["legacy"], live
+
+
+def test_broken_edit_is_not_reloaded_and_sites_keep_serving(byo: Stack) -> None:
+    before = byo.https("a.demo.test").cert.serial_number
+    since = time.time()
+    put_conf(byo, "broken.conf", "server { listen 80; server_name broken.demo.test; bogus_directive on; }\n")
+    line = wait_for("nginx's error logged",
+                    lambda: next((ln for ln in byo.logs(since=since).splitlines()
+                                  if "hand-written config" in ln and "bogus_directive" in ln), None), timeout=20)
+    assert "ERROR" in line
+    assert byo.https("a.demo.test").cert.serial_number == before
+    assert byo.https("byo.demo.test").status == 200
+    code, _ = byo.exec("sidecar", "rm", "/etc/nginx/conf.d/broken.conf")
+    assert code == 0

@@ -25,11 +25,12 @@ RUN apt-get update \
       python3-idna \
       python3-tldextract \
       publicsuffix \
+      apprise \
       ca-certificates \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # Fail the build early if a dependency is missing from the Debian packages.
-RUN python3 -c "import docker, watchdog, cryptography, tenacity, yaml, jinja2, prometheus_client, idna, tldextract"
+RUN python3 -c "import docker, watchdog, cryptography, tenacity, yaml, jinja2, prometheus_client, idna, tldextract, apprise"
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -47,7 +48,11 @@ RUN python3 -m compileall -q /app/sidecar
 # cap_drop, no-new-privileges).
 USER root
 
-# Healthy when the last reconcile pass is recent (reads /var/lib/nginx-acme-sidecar/status.json).
+# Status server (healthz, metrics, status, plan): STATUS_PORT. Not for nginx to publish.
+EXPOSE 9090
+
+# Healthy when the last reconcile pass finished recently and reached the Docker API
+# (asks GET /healthz on the status port; falls back to STATE_DIR/status.json when it is off).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python3", "-m", "sidecar", "health"]
 

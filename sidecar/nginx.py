@@ -22,6 +22,8 @@ from .render import GLOBAL_FILE, OWNED_PREFIX
 log = logging.getLogger(__name__)
 
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
+# Temporary files of ``atomic_write``; only a killed process leaves one behind.
+TEMP_PREFIX = ".sidecar-tmp-"
 
 
 class NginxControl(Protocol):
@@ -42,7 +44,7 @@ class ApplyResult:
 
 def atomic_write(path: Path, content: str) -> None:
     """Write ``content`` to ``path`` so readers see the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=".sidecar-tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
             fh.write(content)
@@ -66,6 +68,23 @@ def atomic_write(path: Path, content: str) -> None:
         pass
 
 
+def remove_temp_files(roots: list[Path]) -> list[str]:
+    """Delete what a process killed inside ``atomic_write`` leaves (``.sidecar-tmp-*``, never
+    read by anyone) under ``roots``. Call at start, before anything writes. Returns the paths."""
+    removed: list[str] = []
+    for root in roots:
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                if name.startswith(TEMP_PREFIX):
+                    path = os.path.join(dirpath, name)
+                    try:
+                        os.unlink(path)
+                        removed.append(path)
+                    except OSError:
+                        pass
+    return removed
+
+
 def owned_files(conf_dir: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     try:
@@ -80,6 +99,22 @@ def owned_files(conf_dir: Path) -> dict[str, str]:
             except OSError:
                 found[name] = ""
     return found
+
+
+def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool]:
+    """The owned file ``nginx -t`` blames, and whether through a snippet that file includes.
+
+    An error in ``<SNIPPETS_DIR>/<site>/x.conf`` is that site's: its file is held back
+    (even when unchanged: the snippet would break every later reload for all sites).
+    """
+    for m in _FILE_IN_ERROR.finditer(output):
+        path = Path(m.group(1))
+        if path.name.startswith(OWNED_PREFIX):
+            return path.name, False
+        owner = f"{OWNED_PREFIX}site-{path.parent.name}.conf"
+        if f"include {path.parent}/*.conf;" in target.get(owner, ""):
+            return owner, True
+    return None, False
 
 
 def first_error_line(output: str) -> str:
@@ -136,13 +171,11 @@ def apply(
         ok, output = control.test()
         if ok:
             break
-        culprit = next(
-            (Path(m.group(1)).name for m in _FILE_IN_ERROR.finditer(output)
-             if Path(m.group(1)).name.startswith(OWNED_PREFIX)),
-            None,
-        )
+        culprit, via_snippet = _culprit(output, target)
         reason = first_error_line(output)
-        if culprit is None or culprit == GLOBAL_FILE or before.get(culprit) == target.get(culprit):
+        if culprit is None or culprit == GLOBAL_FILE or (
+            not via_snippet and before.get(culprit) == target.get(culprit)
+        ):
             # Not something this pass changed: put everything back as it was.
             put(before)
             raise NginxError(f"nginx -t failed, previous configuration restored: {reason}", output)
@@ -150,7 +183,7 @@ def apply(
         result.rejected[culprit] = reason
         if on_reject is not None:
             on_reject(culprit, reason)
-        if culprit in before:
+        if culprit in before and not via_snippet:
             target[culprit] = before[culprit]
         else:
             target.pop(culprit, None)

@@ -81,10 +81,13 @@ class Stack:
     client: docker.DockerClient
     root_pem: str = ""
     started: list[str] = field(default_factory=list)
+    # More compose files layered over the demo's (``-f`` after it), e.g. tests/e2e/compose.acmeproxy.yml
+    extra_files: list[Path] = field(default_factory=list)
 
     # -- compose ---------------------------------------------------------------
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = ["docker", "compose", "-p", self.project, "-f", str(DEMO / "compose.yml"), *args]
+        files = [a for f in [DEMO / "compose.yml", *self.extra_files] for a in ("-f", str(f))]
+        cmd = ["docker", "compose", "-p", self.project, *files, *args]
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -235,6 +238,7 @@ def new_stack(tmp_root: Path) -> Stack:
         "HTTP_PORT": str(http_port),
         "HTTPS_PORT": str(https_port),
         "PEBBLE_MGMT_PORT": str(mgmt_port),
+        "STATUS_PORT_HOST": str(free_port()),
         "DEMO_NETWORK": f"{project}-net",
         "SITES_DIR": str(sites_dir),
         "DEBOUNCE_SECONDS": "0.2",

@@ -124,7 +124,8 @@ def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
         return Outcome(False, summary, Failure.RATE_LIMITED, retry_after=retry or now + timedelta(hours=1))
     if "accountdoesnotexist" in low or ("account" in low and "not found" in low) or "no such account" in low:
         return Outcome(False, summary, Failure.ACCOUNT_MISSING)
-    if any(k in low for k in ("rejectedidentifier", "caa record", "policy forbids", "malformed")):
+    if any(k in low for k in ("rejectedidentifier", "caa record", "policy forbids", "forbidden by policy",
+                               "malformed")):
         return Outcome(False, summary, Failure.REJECTED)
     if any(k in low for k in ("failed to authenticate", "unauthorized", "error:connection", "error:dns",
                                "invalid response", "timeout during connect")):

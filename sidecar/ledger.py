@@ -123,7 +123,7 @@ class Ledger:
         if validation:
             self.failed_validations.extend((now, d) for d in domains)
         previous = self.attempts.get(name)
-        failures = (previous.failures if previous and previous.domains == domains else 0) + 1
+        failures = (previous.failures if previous and set(previous.domains) == set(domains) else 0) + 1
         attempt = Attempt(failures=failures, last_failure=now, last_error=error, domains=domains,
                           not_before=not_before)
         self.attempts[name] = attempt

@@ -159,7 +159,7 @@ def decide(
     waits: list[tuple[datetime, str]] = []
     if attempt.not_before is not None and now < attempt.not_before:
         waits.append((attempt.not_before, "the CA asked to retry after this time"))
-    if attempt.failures and attempt.last_failure is not None and attempt.domains == site.domains:
+    if attempt.failures and attempt.last_failure is not None and set(attempt.domains) == set(site.domains):
         retry = attempt.last_failure + backoff_delay(attempt.failures, policy.backoff)
         if now < retry:
             waits.append((retry, f"back-off after {attempt.failures} failure{'s' if attempt.failures > 1 else ''}"))

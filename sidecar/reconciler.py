@@ -406,7 +406,7 @@ class Reconciler:
                 log.info("site %s: added from %s (%s -> %s)", name, site.source, ", ".join(site.domains),
                          ", ".join(u.url for u in site.upstreams))
                 self.emit(Kind.SITE_ADDED, name, f"added from {site.source}", domains=list(site.domains))
-            elif before.domains != site.domains or before.upstreams != site.upstreams:
+            elif (before.domains, before.upstreams, before.options) != (site.domains, site.upstreams, site.options):
                 log.info("site %s: changed (%s -> %s)", name, ", ".join(site.domains),
                          ", ".join(u.url for u in site.upstreams))
         for name, site in self.memory.sites.items():

@@ -61,6 +61,10 @@ def main():
             return "http-echo"
 
         def answer(self):
+            # Drain any request body so a keep-alive connection stays in sync.
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 0:
+                self.rfile.read(length)
             if self.path.split("?")[0] == "/health":
                 code, payload, ctype = 200, b'{"status":"ok"}\n', "application/json"
             else:

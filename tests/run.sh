@@ -16,6 +16,9 @@ if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 bash tests/build-images.sh
 log "set-up took $((SECONDS - start))s"
 
+log "type check: mypy --strict on the package"
+"$VENV/bin/python" -m mypy || { log "FATAL: mypy found type errors"; exit 1; }
+
 rc=0
 "$VENV/bin/python" -m pytest tests "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -48,9 +48,11 @@ _PROFILE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # An RFC 9110 token, minus "$" and "'" (and starting with a letter or digit) so the
 # name can never be read by nginx as a variable or a quote.
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#%&*+.^_`|~-]{0,63}")
-# Printable ASCII without quotes, backslash, "$" (nginx variables), ";" and braces.
+# Printable ASCII; see _HEADER_VALUE_FORBIDDEN for what is refused.
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
-_HEADER_VALUE_FORBIDDEN = set("\"'`\\$;{}")
+# Inside nginx's double quotes only these matter: '"' ends the string, '\\' escapes, '$' interpolates.
+# Quotes, ';' and braces are literal there, so a Content-Security-Policy fits in a label.
+_HEADER_VALUE_FORBIDDEN = set("\"\\$")
 # Set by the sidecar itself or meaningless on a proxied response.
 _RESERVED_HEADERS = {
     "strict-transport-security": "use the hsts option",
@@ -197,7 +199,7 @@ def parse_header(name: object, raw: object) -> tuple[str, str]:
     bad = sorted(set(value) & _HEADER_VALUE_FORBIDDEN)
     if not _HEADER_VALUE.fullmatch(value) or bad:
         what = f"{bad[0]!r}" if bad else "a non-printable or non-ASCII character"
-        raise OptionError(key, f"value contains {what} (allowed: printable ASCII without quotes, \\, $, ; and braces)")
+        raise OptionError(key, f"value contains {what} (allowed: printable ASCII without double quotes, \\ and $)")
     return name, value
 
 

@@ -423,6 +423,10 @@ class Reconciler:
             log.warning("%s", p)
         traits = self.probe_nginx(nginx_c.id)
         conf_sites = [x for x in state.sites if x.source_kind == SourceKind.NGINX_CONF]
+        try:  # put the include snippets back if the conf volume was emptied (writes only on change)
+            nginxconf.install_snippets(self.settings.conf_dir, str(self.settings.webroot_dir))
+        except OSError as exc:
+            log.warning("cannot write the include snippets: %s", exc)
         wanted = render.render_all(
             [x for x in state.sites if x.source_kind != SourceKind.NGINX_CONF],
             lineages, str(self.settings.webroot_dir), traits, self.settings.tls_profile,

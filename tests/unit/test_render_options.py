@@ -148,13 +148,13 @@ def test_redirect_needs_both_names() -> None:
         ("X Frame", "DENY", "token"), ("X-$host", "1", "token"), ("X-'q", "1", "token"), ("", "1", "token"),
         ("-X", "1", "token"), ("X" * 65, "1", "token"), (5, "1", "token"),
         ("Strict-Transport-Security", "max-age=1", "hsts option"), ("connection", "close", "hop-by-hop"),
-        ("X-A", "", "empty"), ("X-A", "a;b", "';'"), ("X-A", 'a"b', "'\"'"), ("X-A", "$host", "'$'"),
-        ("X-A", "a{b}", "'{'"), ("X-A", "a\\b", "'\\\\'"), ("X-A", "a\nb", "non-printable"),
+        ("X-A", "", "empty"), ("X-A", 'a"b', "'\"'"), ("X-A", "$host", "'$'"),
+        ("X-A", "a\\b", "'\\\\'"), ("X-A", "a\nb", "non-printable"),
         ("X-A", "caf\u00e9", "non-printable"), ("X-A", "x" * 1025, "longer"), ("X-A", None, "string"),
         ("X-A", ["a"], "string"),
     ],
     ids=["space", "dollar", "quote", "empty-name", "leading-dash", "long-name", "int-name", "hsts", "hop-by-hop",
-         "empty", "semicolon", "dquote", "variable", "braces", "backslash", "newline", "non-ascii", "long", "none",
+         "empty", "dquote", "variable", "backslash", "newline", "non-ascii", "long", "none",
          "list"],
 )
 def test_bad_headers(name: object, value: object, words: str) -> None:
@@ -208,7 +208,7 @@ def test_unlabelled_options_are_defaults() -> None:
         ({"tls": "old"}, "acme.tls"), ({"hsts": "forever"}, "acme.hsts"), ({"max_body_size": "1x"}, "acme.max_body_size"),
         ({"redirect": "www-to-apex\nx"}, "acme.redirect"), ({"websocket": "perhaps"}, "acme.websocket"),
         ({"key_type": "dsa"}, "acme.key_type"), ({"profile": "Bad Profile"}, "acme.profile"),
-        ({"header__X-A": "a;b"}, "acme.header.X-A"), ({"header__X A": "1"}, "acme.header.X A"),
+        ({"header__X-A": "a$b"}, "acme.header.X-A"), ({"header__X A": "1"}, "acme.header.X A"),
         ({"header__": "1"}, "acme.header."), ({"tlsv": "modern"}, "acme.tlsv"),
     ],
     ids=["tls", "hsts", "size", "redirect-newline", "websocket", "key-type", "profile", "header-value",
@@ -257,7 +257,7 @@ sites:
         ("tls: old", "tls: 'old' must be intermediate or modern"),
         ("hsts: '1; preload'", "hsts: preload needs"),
         ("headers: [X-A]", "headers: must be a mapping"),
-        ("headers: {X-A: 'a;b'}", "headers.X-A: value contains ';'"),
+        ("headers: {X-A: 'a$b'}", "headers.X-A: value contains '$'"),
         ("headers: {X-A: null}", "headers.X-A:"),
         ("redirect: www-to-apex", "redirect: www-to-apex needs both"),
         ("profile: [a]", "profile:"),
@@ -550,3 +550,8 @@ def test_hand_written_default_server_moves_the_sidecars_listeners_to_names() -> 
                           http_names=("a.example.com", "www.a.example.com"))
     assert "default_server" not in taken
     assert "server_name a.example.com www.a.example.com;" in taken
+
+
+def test_content_security_policy_fits_in_a_header_label() -> None:
+    csp = "default-src 'self'; img-src * data:; style-src 'self' 'unsafe-inline'"
+    assert options.parse_header("Content-Security-Policy", csp) == ("Content-Security-Policy", csp)

@@ -91,6 +91,8 @@ class _ConfDirHandler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in ("created", "modified", "moved", "deleted", "closed"):
             return
+        if event.is_directory and event.event_type == "modified":
+            return  # conf.d itself on every write in it, ours too: the files' own events say what changed
         paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
         if any(p and nginxconf.relevant_change(p) for p in paths):
             self.poke("nginx config changed")

@@ -173,17 +173,17 @@ def apply(
             break
         culprit, via_snippet = _culprit(output, target)
         reason = first_error_line(output)
-        if culprit is None or culprit == GLOBAL_FILE or (
-            not via_snippet and before.get(culprit) == target.get(culprit)
-        ):
-            # Not something this pass changed: put everything back as it was.
+        if culprit is None or culprit == GLOBAL_FILE:
+            # Not one site's file: put everything back as it was.
             put(before)
             raise NginxError(f"nginx -t failed, previous configuration restored: {reason}", output)
-        # Hold back this one file (its previous version, if any, stays).
+        # Hold back this one site's file: its previous version if this pass changed it,
+        # else leave it out altogether (an unchanged file that fails now, e.g. an upstream
+        # name that no longer resolves, must not block every other site's updates).
         result.rejected[culprit] = reason
         if on_reject is not None:
             on_reject(culprit, reason)
-        if culprit in before and not via_snippet:
+        if culprit in before and before[culprit] != target.get(culprit) and not via_snippet:
             target[culprit] = before[culprit]
         else:
             target.pop(culprit, None)

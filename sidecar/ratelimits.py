@@ -80,6 +80,8 @@ class Verdict:
     def __str__(self) -> str:
         if self.allowed:
             return "within limits"
+        if not self.amount:
+            return f"the CA's {self.limit} limit was hit; waiting until {self.frees_at:%Y-%m-%d %H:%M:%S} UTC"
         return (f"would exceed the CA's {self.limit} limit ({self.used}/{self.amount} used); "
                 f"frees up at {self.frees_at:%Y-%m-%d %H:%M} UTC")
 

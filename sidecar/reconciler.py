@@ -111,6 +111,7 @@ class _Memory:
     file_error: str = ""
     nginx_traits: render.NginxTraits | None = None
     outside_fingerprint: tuple[object, ...] | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
     nginx_id: str = ""
 
 
@@ -147,6 +148,7 @@ class Reconciler:
         self._user_conf_files: tuple[str, ...] = ()
         # site name -> when a rate-limit budget frees up for it
         self._postponed: dict[str, datetime | None] = {}
+        self._account_paused_until: datetime | None = None
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
@@ -439,6 +441,9 @@ class Reconciler:
         control = DockerNginx(self.docker, nginx_c.id)
 
         def rejected(filename: str, reason: str) -> None:
+            if self.memory.rejected.get(filename) == reason:
+                return  # said already; it is retried on every change and reported again if the error changes
+            self.memory.rejected[filename] = reason
             log.error("nginx rejected %s, that site is held back (other sites unaffected): %s", filename, reason)
             self.emit(Kind.NGINX_REJECTED, filename.removeprefix("sidecar-site-").removesuffix(".conf"),
                       reason, file=filename, error=reason)
@@ -455,6 +460,10 @@ class Reconciler:
         else:
             result.reloaded = self._reload_for_outside_changes(control, fingerprint)
         live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
+        for filename in list(self.memory.rejected):
+            if filename in live:
+                log.info("%s accepted by nginx again", filename)
+                del self.memory.rejected[filename]
         by_file = {render.site_filename(s.name): s for s in state.sites}
         for filename in sorted(live - self.memory.live):
             site = by_file.get(filename)
@@ -642,6 +651,8 @@ class Reconciler:
         """Run certbot: new lineages side by side in a staging dir, the rest one at a time."""
         s = self.settings
         name = decision.site.name
+        with self._ledger_lock:  # every certbot run sends one order: count each for the budget
+            self.ledger.record_order(name, decision.site.domains, self.clock())
         has_placeholder = placeholder.is_placeholder_lineage(s.certs_dir, name)
         fresh = (decision.action in (Action.ISSUE, Action.EXPAND)
                  and (has_placeholder or lineage.is_fresh(s.certs_dir, name))
@@ -675,8 +686,6 @@ class Reconciler:
             if problem:
                 outcome = certbot.Outcome(False, problem, certbot.Failure.PREFLIGHT)
             else:
-                with self._ledger_lock:
-                    self.ledger.record_order(site.name, site.domains, self.clock())
                 outcome = self._with_quick_retries(decision)
         except ConfigError as exc:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.UNKNOWN)
@@ -708,6 +717,10 @@ class Reconciler:
                                                  validation=outcome.failure == certbot.Failure.VALIDATION)
             self.ledger.save()
         retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures, self.policy.backoff)]))
+        low = outcome.summary.lower()
+        if outcome.failure == certbot.Failure.RATE_LIMITED and outcome.retry_after and (
+                "new orders" in low or "registrations" in low or "account" in low):
+            self._account_paused_until = max(outcome.retry_after, self._account_paused_until or outcome.retry_after)
         failure = outcome.failure.value if outcome.failure else "error"
         log.error("site %s: certificate request failed (%s): %s; next attempt %s UTC",
                   site.name, failure, outcome.summary, f"{retry:%Y-%m-%d %H:%M:%S}")
@@ -841,11 +854,16 @@ class Reconciler:
     def _within_budget(self, decision: Decision) -> bool:
         """Check the CA's rate limits before asking; log a postponement once."""
         site = decision.site
+        renewal = decision.action in (Action.RENEW, Action.REKEY)
         with self._ledger_lock:
             verdict = ratelimits.check(
-                self.limits, site.domains, decision.action in (Action.RENEW, Action.REKEY),
+                self.limits, site.domains, renewal,
                 self.ledger.issued, self.ledger.orders, self.ledger.failed_validations, self.clock(),
             )
+        paused = self._account_paused_until
+        if verdict.allowed and not renewal and paused is not None and self.clock() < paused:
+            # The CA refused new orders for the whole account: asking for another site would only add 429s.
+            verdict = ratelimits.Verdict("new orders per account (reported by the CA)", 0, 0, paused)
         if verdict.allowed:
             self._postponed.pop(site.name, None)
             return True

@@ -158,7 +158,7 @@ def test_nothing_left_after_isolation_means_no_reload(conf_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "breaker",
-    ["global", "hand-written", "unchanged-site"],
+    ["global", "hand-written"],
 )
 def test_other_failures_restore_everything_byte_for_byte(conf_dir: Path, breaker: str) -> None:
     # Someone edited an owned file (CRLF, Latin-1): restoring it must not normalise or re-encode it.
@@ -171,11 +171,6 @@ def test_other_failures_restore_everything_byte_for_byte(conf_dir: Path, breaker
     elif breaker == "hand-written":
         (conf_dir / HAND).write_text("BROKEN\n")
         before = files(conf_dir)
-    else:
-        # the failure points at a site file this pass did not change
-        (conf_dir / A).write_text(conf("a BROKEN"))
-        before = files(conf_dir)
-        wanted[A] = conf("a BROKEN")
     fake = FakeNginx(conf_dir)
     rejected: list[str] = []
     with pytest.raises(NginxError, match="previous configuration restored") as info:
@@ -183,6 +178,18 @@ def test_other_failures_restore_everything_byte_for_byte(conf_dir: Path, breaker
     assert "BROKEN" in info.value.output
     assert files(conf_dir) == before
     assert fake.reloads == [] and rejected == []
+
+
+def test_an_unchanged_site_file_that_now_fails_is_left_out_and_the_others_go_ahead(conf_dir: Path) -> None:
+    # e.g. its upstream's name no longer resolves: it must not block every other site's updates.
+    _set_up(conf_dir, {G: conf("g"), A: conf("a BROKEN")})
+    fake = FakeNginx(conf_dir)
+    rejected: list[str] = []
+    result = apply(conf_dir, {G: conf("g"), A: conf("a BROKEN"), C: conf("c")}, fake,
+                   on_reject=lambda f, r: rejected.append(f))
+    assert rejected == [A] and result.rejected.keys() == {A}
+    assert sorted(owned_files(conf_dir)) == [G, C]
+    assert len(fake.reloads) == 1
 
 
 def test_reload_failure_restores_the_previous_files_and_raises(conf_dir: Path) -> None:

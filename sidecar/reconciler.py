@@ -149,6 +149,7 @@ class Reconciler:
         # site name -> when a rate-limit budget frees up for it
         self._postponed: dict[str, datetime | None] = {}
         self._account_paused_until: datetime | None = None
+        self._relevant_ids: frozenset[str] = frozenset()
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
@@ -210,7 +211,7 @@ class Reconciler:
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
                 if self.settings.managed_label in attributes:
                     continue  # our own certbot containers coming and going
-                if action in interesting:
+                if action in interesting and self._relevant(event, attributes):
                     self.poke(f"docker {event.get('Type')} {action}")
             if not self._stop.is_set():
                 raise DockerUnavailable("event stream ended")
@@ -220,6 +221,17 @@ class Reconciler:
         except Exception as exc:  # noqa: BLE001 - the watcher thread must never die silently
             if not self._stop.is_set():
                 log.error("Docker event watcher stopped: %s", exc)
+
+    def _relevant(self, event: dict[str, Any], attributes: dict[str, Any]) -> bool:
+        """Only events that can change the desired state wake the loop (a busy engine is full of others)."""
+        s = self.settings
+        if event.get("Type") == "network":
+            return str(attributes.get("container", "")) in self._relevant_ids
+        if f"{s.label_prefix}.domains" in attributes or s.nginx_label in attributes:
+            return True
+        actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+        return actor in self._relevant_ids or (s.nginx_container is not None
+                                               and attributes.get("name") == s.nginx_container)
 
     def _watch_conf_dir(self) -> BaseObserver | None:
         """Hand-written nginx files: any change other than the sidecar's own writes pokes the loop."""
@@ -373,6 +385,10 @@ class Reconciler:
     def snapshot(self) -> tuple[DesiredState, ContainerInfo | None]:
         containers = self.docker.list_containers()
         nginx_c = self.find_nginx(containers)
+        self._relevant_ids = frozenset(
+            c.id for c in containers
+            if f"{self.settings.label_prefix}.domains" in c.labels or (nginx_c is not None and c.id == nginx_c.id)
+        )
         nginx_networks = list(nginx_c.networks) if nginx_c else []
         label_sites, label_problems = labels.sites_from_containers(
             [c for c in containers if (nginx_c is None or c.id != nginx_c.id) and self._in_scope(c, nginx_networks)],

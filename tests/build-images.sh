@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every image the tests and the local demo need, FROM a locally imported Debian base
 # (no registry is reachable). Fast when cached. Usage:
-#   tests/build-images.sh [nginx|certbot|app|pebble|sidecar ...]   (default: all)
+#   tests/build-images.sh [nginx|certbot|app|pebble|sidecar|acmeproxy ...]   (default: all)
 # Env: BASE_IMAGE (default local/debian:trixie-slim, made by .ci/setup-docker.sh).
 set -euo pipefail
 
@@ -19,10 +19,16 @@ declare -A IMAGES=(
   [nginx]="local/nginx:stable|tests/images/nginx|Dockerfile"
   [certbot]="local/certbot:v4.0.0|tests/images/certbot|Dockerfile"
   [app]="local/app:test|tests/images/app|Dockerfile"
+  [testssl]="local/testssl:test|tests/images/testssl|Dockerfile"
   [pebble]="local/pebble:test|examples/local-demo/pebble|Dockerfile"
   [sidecar]="local/nginx-acme-sidecar:test|.|Dockerfile"
+  [caddy]="local/caddy:test|tests/images/caddy|Dockerfile"
+  [receiver]="local/receiver:test|tests/images/receiver|Dockerfile"
+  [dockerproxy]="local/dockerproxy:test|tests/images/dockerproxy|Dockerfile"
+  [wrk]="local/wrk:test|tests/images/wrk|Dockerfile"
+  [acmeproxy]="local/acmeproxy:test|tests/images/acmeproxy|Dockerfile"
 )
-ORDER=(nginx certbot app pebble sidecar)
+ORDER=(nginx certbot app pebble sidecar caddy testssl receiver acmeproxy dockerproxy wrk)
 
 docker info >/dev/null 2>&1 || die "Docker engine not reachable (run: bash .ci/setup-docker.sh)"
 docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 \

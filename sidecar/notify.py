@@ -201,7 +201,7 @@ class AppriseTarget:
         self.name = redact(url)
         try:
             # read-only root file system: no cache on disk
-            asset = apprise.AppriseAsset(storage_mode="memory")  # type: ignore[call-arg]
+            asset = apprise.AppriseAsset(storage_mode="memory")  # type: ignore[call-arg,unused-ignore]
         except TypeError:  # apprise before 1.9
             asset = apprise.AppriseAsset()
         self._client = apprise.Apprise(asset=asset)

@@ -1,0 +1,1139 @@
+#!/usr/bin/env python3
+"""Benchmark: how fast a burst of N new sites goes HTTPS, for the sidecar and two baselines.
+
+For each N (default 1 10 100) and each tool, on a fresh stack with a fresh Pebble:
+
+- sidecar: the local demo (examples/local-demo/compose.yml) with its apps scaled to 0 and an
+  empty sites file; N labelled app containers are started at once; each site's clock starts
+  just before its own container is started.
+- caddy:   Debian's Caddy 2.6 with a Caddyfile of N sites (HTTP-01 only); the clock starts
+  when `caddy run` is started.
+- certbot: the classic script: one `docker run --rm certbot certonly --webroot` per site, in
+  sequence, then vhosts and one `nginx -s reload`; the clock starts before the first run.
+
+A site counts as served when a TLS handshake to 127.0.0.1 with its name as SNI presents a
+certificate for that name that verifies against this run's Pebble root, and `GET /` answers 200.
+Nothing here contacts anything outside this machine: Pebble, nginx, Caddy and the apps run on
+private Docker networks, and the host talks to them only through ports on 127.0.0.1.
+
+Usage: bench/run.sh [--sizes 1 10 100] [--runs K] [--tools sidecar caddy certbot] ...
+Results: bench/results/<timestamp>.{md,json}, bench/results/latest.{md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import docker
+import docker.errors
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "local-demo"
+RESULTS = ROOT / "bench" / "results"
+TOOLS = ("sidecar", "caddy", "certbot")
+ROLE_LABEL = "nginx-acme-sidecar.role"
+RUN_LABEL = "bench.run"
+APP_PORT = 5678
+DOMAIN = "bench.test"
+
+
+PEBBLE_TEMPLATE = "/etc/pebble/pebble-config.json.tmpl"
+# Set by main() for --pebble-retry-after off: a copy of the demo's Pebble config template
+# without "retryAfter", mounted into every Pebble of the run (sidecar stack and baselines).
+PEBBLE_TEMPLATE_OVERRIDE: Path | None = None
+
+
+def pebble_template_without_retry_after(dest_dir: Path) -> Path:
+    text = (DEMO / "pebble" / "pebble-config.json.tmpl").read_text()
+    stripped = re.sub(r'\s*"retryAfter"\s*:\s*\{[^}]*\},?', "", text)
+    json.loads(stripped.replace("@TLS_DIR@", "/x").replace("@CERT_VALIDITY@", "1"))  # still valid JSON
+    path = dest_dir / "pebble-config.json.tmpl"
+    path.write_text(stripped)
+    os.chmod(dest_dir, 0o755)
+    os.chmod(path, 0o644)
+    return path
+
+
+def _env_images() -> dict[str, str]:
+    defaults = {
+        "NGINX_IMAGE": "local/nginx:stable",
+        "CERTBOT_IMAGE": "local/certbot:v4.0.0",
+        "APP_IMAGE": "local/app:test",
+        "PEBBLE_IMAGE": "local/pebble:test",
+        "SIDECAR_IMAGE": "local/nginx-acme-sidecar:test",
+        "CADDY_IMAGE": "local/caddy:test",
+    }
+    return {k: os.environ.get(k) or v for k, v in defaults.items()}
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Fatal(Exception):
+    """Stops wait_for at once (the thing waited for died)."""
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except Fatal:
+            raise
+        except Exception as exc:  # noqa: BLE001 - polling until it works
+            last = exc
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def site_names(n: int) -> list[str]:
+    return [f"s{i}.{DOMAIN}" for i in range(1, n + 1)]
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
+
+
+def poll_interval(n: int) -> float:
+    """Probe every site this often: fine resolution for small N, bounded load for large N
+    (at most about 200 TLS handshakes a second in total, on a 2-core machine)."""
+    return min(0.5, max(0.1, n * 0.005))
+
+
+# -- TLS probing ---------------------------------------------------------------------------------
+
+def tls_get(port: int, sni: str, ctx: ssl.SSLContext, path: str = "/", timeout: float = 3.0) -> tuple[int, bytes]:
+    """GET https://sni/path via 127.0.0.1:port with SNI, verified with ctx; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+            chunks = []
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    raw_resp = b"".join(chunks)
+    head, _, body = raw_resp.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    if not m:
+        raise RuntimeError(f"not an HTTP response: {head[:60]!r}")
+    return int(m.group(1)), body
+
+
+def served(port: int, name: str, ctx: ssl.SSLContext) -> bool:
+    """True when `name` is served over TLS with a certificate for it from this run's Pebble."""
+    try:
+        status, _ = tls_get(port, name, ctx, timeout=3.0)
+    except (OSError, ssl.SSLError, RuntimeError):
+        return False
+    return status == 200
+
+
+def pebble_root(mgmt_port: int, listener_ca_pem: str) -> str:
+    ctx = ssl.create_default_context(cadata=listener_ca_pem)
+    status, body = tls_get(mgmt_port, "localhost", ctx, "/roots/0")
+    if status != 200 or b"BEGIN CERTIFICATE" not in body:
+        raise RuntimeError(f"Pebble /roots/0 answered {status}")
+    return body.decode()
+
+
+def wait_sites(port: int, root_pem: str, starts: dict[str, float], timeout: float,
+               start_hook: Callable[[str], None] | None = None) -> dict[str, float | None]:
+    """One thread per site: optionally start it (start_hook), then probe until served.
+    Returns seconds from starts[name] (set by the caller or by the hook) to first success."""
+    ctx = ssl.create_default_context(cadata=root_pem)
+    interval = poll_interval(len(starts))
+    result: dict[str, float | None] = {}
+    deadline = time.monotonic() + timeout
+
+    def one(name: str) -> None:
+        if start_hook is not None:
+            start_hook(name)  # records starts[name] itself
+        t0 = starts[name]
+        while time.monotonic() < deadline:
+            if served(port, name, ctx):
+                result[name] = time.monotonic() - t0
+                return
+            time.sleep(interval)
+        result[name] = None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(starts))) as pool:
+        for f in [pool.submit(one, n) for n in starts]:
+            f.result()
+    return result
+
+
+# -- resource accounting from the container's cgroup ---------------------------------------------
+
+class Cgroup:
+    """CPU seconds and memory of one container, from its cgroup (v2 or v1) or `docker stats`."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        container.reload()
+        pid = int(container.attrs["State"]["Pid"])
+        self.v2: Path | None = None
+        self.v1: dict[str, Path] = {}
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            hid, ctrls, path = line.split(":", 2)
+            if hid == "0" and not ctrls and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+                self.v2 = Path("/sys/fs/cgroup" + path)
+            for c in ctrls.split(","):
+                if c:
+                    self.v1[c] = Path(path)
+        self.source = "cgroup v2" if self.v2 else ("cgroup v1" if self.v1 else "docker stats")
+
+    def _v1file(self, ctrl: str, name: str) -> Path | None:
+        rel = self.v1.get(ctrl)
+        if rel is None:
+            return None
+        for mount in (ctrl, "cpu,cpuacct", "cpuacct,cpu"):
+            p = Path("/sys/fs/cgroup") / mount / str(rel).lstrip("/") / name
+            if p.exists():
+                return p
+        return None
+
+    def _stats(self) -> dict[str, Any]:
+        return self.container.stats(stream=False, one_shot=True)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _kv(path: Path) -> dict[str, int]:
+        out = {}
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if v.strip().isdigit():
+                out[k] = int(v)
+        return out
+
+    def cpu_seconds(self) -> float:
+        if self.v2:
+            return self._kv(self.v2 / "cpu.stat")["usage_usec"] / 1e6
+        p = self._v1file("cpuacct", "cpuacct.usage")
+        if p:
+            return int(p.read_text()) / 1e9
+        return float(self._stats()["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+    def memory(self) -> tuple[int | None, int, int]:
+        """(peak bytes since the container started, if the kernel keeps it; current bytes; RSS bytes)."""
+        if self.v2:
+            peak_f = self.v2 / "memory.peak"
+            peak = int(peak_f.read_text()) if peak_f.exists() else None
+            stat = self._kv(self.v2 / "memory.stat")
+            return peak, int((self.v2 / "memory.current").read_text()), stat.get("anon", 0)
+        p = self._v1file("memory", "memory.usage_in_bytes")
+        if p:
+            peak = int((p.parent / "memory.max_usage_in_bytes").read_text())
+            stat = self._kv(p.parent / "memory.stat")
+            rss = stat.get("total_rss", stat.get("rss", 0))
+            return peak, int(p.read_text()), rss
+        m = self._stats().get("memory_stats", {})
+        st = m.get("stats", {})
+        return m.get("max_usage"), int(m.get("usage", 0)), int(st.get("total_rss", st.get("anon", st.get("rss", 0))))
+
+
+class MemorySampler(threading.Thread):
+    """Samples a container's memory every 0.25 s; keeps the maxima."""
+
+    def __init__(self, cg: Cgroup) -> None:
+        super().__init__(daemon=True)
+        self.cg = cg
+        self.max_current = 0
+        self.max_rss = 0
+        self._halt = threading.Event()
+
+    def sample(self) -> None:
+        try:
+            _, cur, rss = self.cg.memory()
+        except (OSError, KeyError, docker.errors.APIError):
+            return
+        self.max_current = max(self.max_current, cur)
+        self.max_rss = max(self.max_rss, rss)
+
+    def run(self) -> None:
+        while not self._halt.wait(0.25):
+            self.sample()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+        self.sample()
+
+
+class CertbotWatcher(threading.Thread):
+    """Counts certbot containers started by one sidecar (docker events, label role=certbot).
+    A container is ours when it shares the sidecar's network namespace or mounts one of the
+    project's volumes; if it is already gone when inspected, its site label decides."""
+
+    def __init__(self, sidecar_id: str, project: str) -> None:
+        super().__init__(daemon=True)
+        self.client = docker.from_env()
+        self.sidecar_id = sidecar_id
+        self.project = project
+        self.count = 0
+        self.stream = self.client.events(
+            decode=True, filters={"type": "container", "event": "start", "label": f"{ROLE_LABEL}=certbot"})
+
+    def _ours(self, event: dict[str, Any]) -> bool:
+        try:
+            attrs = self.client.api.inspect_container(event["id"])
+        except docker.errors.NotFound:
+            site = event.get("Actor", {}).get("Attributes", {}).get("nginx-acme-sidecar.site", "")
+            return bool(site.endswith("." + DOMAIN))
+        if self.sidecar_id in (attrs.get("HostConfig", {}).get("NetworkMode") or ""):
+            return True
+        return any((m.get("Name") or "").startswith(self.project + "_") for m in attrs.get("Mounts", []))
+
+    def run(self) -> None:
+        try:
+            for event in self.stream:
+                if self._ours(event):
+                    self.count += 1
+        except Exception:  # noqa: BLE001 - the stream is closed to stop the thread
+            pass
+
+    def stop(self) -> int:
+        time.sleep(1.0)  # let late events arrive
+        try:
+            self.stream.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.join(5)
+        self.client.close()
+        return self.count
+
+
+class EventCounter(threading.Thread):
+    """Counts container and network events on the whole engine (each one pokes the sidecar)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.client = docker.from_env()
+        self.count = 0
+        self.stream = self.client.events(decode=True, filters={"type": ["container", "network"]})
+
+    def run(self) -> None:
+        try:
+            for _ in self.stream:
+                self.count += 1
+        except Exception:  # noqa: BLE001 - the stream is closed to stop the thread
+            pass
+
+    def stop(self) -> int:
+        try:
+            self.stream.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.join(5)
+        self.client.close()
+        return self.count
+
+
+# -- results -------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    tool: str
+    n: int
+    run: int
+    per_site: dict[str, float | None] = field(default_factory=dict)
+    total_s: float | None = None
+    reloads: int | None = None
+    certbot_containers: int | None = None
+    cpu_s: float | None = None
+    peak_mb: float | None = None
+    peak_rss_mb: float | None = None
+    idle_cpu_pct: float | None = None
+    idle_rss_mb: float | None = None
+    idle_seconds: float | None = None
+    idle_engine_events: int | None = None
+    setup_s: float | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def times(self) -> list[float]:
+        return [t for t in self.per_site.values() if t is not None]
+
+    @property
+    def served(self) -> int:
+        return len(self.times)
+
+
+def mb(b: int | float | None) -> float | None:
+    return None if b is None else round(b / 2**20, 1)
+
+
+# -- tool 1: the sidecar -------------------------------------------------------------------------
+
+class SidecarBench:
+    def __init__(self, client: docker.DockerClient, images: dict[str, str], logdir: Path) -> None:
+        self.client = client
+        self.images = images
+        self.logdir = logdir
+
+    def run(self, n: int, k: int, timeout: float, idle_seconds: float) -> RunResult:
+        res = RunResult("sidecar", n, k)
+        project = "bench" + uuid.uuid4().hex[:8]
+        sites_dir = Path(tempfile.mkdtemp(prefix=f"{project}-sites-"))
+        (sites_dir / "sites.yml").write_text("sites: []\n")
+        os.chmod(sites_dir, 0o755)
+        os.chmod(sites_dir / "sites.yml", 0o644)
+        https_port, http_port, mgmt_port = free_port(), free_port(), free_port()
+        env = {
+            **os.environ,
+            **{k_: v for k_, v in self.images.items() if k_ != "CADDY_IMAGE"},
+            "HTTP_PORT": str(http_port),
+            "HTTPS_PORT": str(https_port),
+            "PEBBLE_MGMT_PORT": str(mgmt_port),
+            "DEMO_NETWORK": f"{project}-net",
+            "SITES_DIR": str(sites_dir),
+            "LOG_LEVEL": "info",
+            "BENCH_NGINX_CONTAINER": f"{project}-nginx-1",
+            "BENCH_PEBBLE_TEMPLATE": str(PEBBLE_TEMPLATE_OVERRIDE or ""),
+        }
+        network = f"{project}-net"
+
+        def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+            files = [DEMO / "compose.yml", ROOT / "bench" / "compose.bench.yml"]
+            if PEBBLE_TEMPLATE_OVERRIDE is not None:
+                files.append(ROOT / "bench" / "compose.pebble-config.yml")
+            cmd = ["docker", "compose", "-p", project, *[a for f in files for a in ("-f", str(f))], *args]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+            if check and proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+            return proc
+
+        def service(name: str) -> Any:
+            found = self.client.containers.list(all=True, filters={"label": [
+                f"com.docker.compose.project={project}", f"com.docker.compose.service={name}"]})
+            if not found:
+                raise RuntimeError(f"no container for service {name}")
+            return found[0]
+
+        sidecar = None
+        try:
+            t_setup = time.monotonic()
+            log(f"sidecar N={n} run {k}: compose up {project}")
+            compose("up", "-d", "--no-build", "--pull", "never", "--scale", "app-a=0", "--scale", "app-b=0")
+            sidecar = service("sidecar")
+            wait_for("the sidecar's ready line", lambda: re.search(
+                r"\bready:", sidecar.logs().decode("utf-8", "replace")), timeout=180, interval=0.3)
+            # Let the start-up pass finish: logs quiet for 2 s.
+            last = [sidecar.logs().decode("utf-8", "replace"), time.monotonic()]
+
+            def quiet() -> bool:
+                now_logs = sidecar.logs().decode("utf-8", "replace")
+                if now_logs != last[0]:
+                    last[0], last[1] = now_logs, time.monotonic()
+                return bool(time.monotonic() - last[1] >= 2.0)
+            wait_for("the sidecar to settle", quiet, timeout=60, interval=0.25)
+            reloads_before = last[0].count("nginx reloaded")
+            _, ca = service("pebble").exec_run(["cat", "/pebble-ca/ca.pem"])
+            root = pebble_root(mgmt_port, ca.decode())
+            res.setup_s = round(time.monotonic() - t_setup, 1)
+
+            cg = Cgroup(sidecar)
+            res.notes.append(f"resources from {cg.source}")
+            watcher = CertbotWatcher(sidecar.id, project)
+            watcher.start()
+            sampler = MemorySampler(cg)
+            sampler.start()
+            cpu0 = cg.cpu_seconds()
+            starts: dict[str, float] = {}
+            start_errors: list[str] = []
+
+            def start_app(name: str) -> None:
+                starts[name] = time.monotonic()
+                try:
+                    self.client.containers.run(
+                        self.images["APP_IMAGE"], [f"-listen=:{APP_PORT}", f"-text=hello from {name}"],
+                        name=f"{project}-{name.split('.')[0]}", detach=True, network=network,
+                        labels={"acme.domains": name, "acme.port": str(APP_PORT), RUN_LABEL: project})
+                except docker.errors.APIError as exc:
+                    start_errors.append(f"{name}: {exc}")
+
+            names = site_names(n)
+            log(f"sidecar N={n} run {k}: starting {n} app container(s) at once")
+            burst0 = time.monotonic()
+            starts.update({nm: 0.0 for nm in names})
+            res.per_site = wait_sites(https_port, root, starts, timeout, start_app)
+            end = max((starts[nm] + t for nm, t in res.per_site.items() if t is not None), default=None)
+            res.total_s = None if res.served < n or end is None else end - burst0
+            res.cpu_s = cg.cpu_seconds() - cpu0
+            sampler.stop()
+            peak, _, _ = cg.memory()
+            res.peak_mb = mb(peak if peak is not None else sampler.max_current)
+            res.peak_rss_mb = mb(sampler.max_rss)
+            res.certbot_containers = watcher.stop()
+            res.reloads = sidecar.logs().decode("utf-8", "replace").count("nginx reloaded") - reloads_before
+            if start_errors:
+                res.notes.append(f"{len(start_errors)} app start(s) failed: {start_errors[0]}")
+            log(f"sidecar N={n} run {k}: served {res.served}/{n}, total {res.total_s}")
+            if idle_seconds > 0 and res.served == n:
+                log(f"sidecar N={n} run {k}: measuring idle for {idle_seconds:.0f}s")
+                counter = EventCounter()
+                counter.start()
+                c0, w0 = cg.cpu_seconds(), time.monotonic()
+                time.sleep(idle_seconds)
+                c1, w1 = cg.cpu_seconds(), time.monotonic()
+                res.idle_engine_events = counter.stop()
+                res.idle_cpu_pct = round(100 * (c1 - c0) / (w1 - w0), 2)
+                res.idle_rss_mb = mb(cg.memory()[2])
+                res.idle_seconds = round(w1 - w0, 1)
+        except Exception as exc:  # noqa: BLE001 - one failed run is reported, the others go on
+            res.error = f"{type(exc).__name__}: {exc}"
+            log(f"sidecar N={n} run {k}: ERROR {res.error}")
+        finally:
+            if sidecar is not None:
+                try:
+                    (self.logdir / f"sidecar-n{n}-run{k}.log").write_bytes(sidecar.logs())
+                except Exception:  # noqa: BLE001
+                    pass
+            for c in self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={project}"}):
+                try:
+                    c.remove(force=True)
+                except docker.errors.APIError:
+                    pass
+            compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
+            shutil.rmtree(sites_dir, ignore_errors=True)
+        return res
+
+
+# -- baselines: shared plumbing -------------------------------------------------------------------
+
+class Env:
+    """A network, some volumes and containers for one baseline run; removed by close()."""
+
+    def __init__(self, client: docker.DockerClient, prefix: str) -> None:
+        self.client = client
+        self.project = prefix + uuid.uuid4().hex[:8]
+        self.network = client.networks.create(f"{self.project}-net", driver="bridge",
+                                              labels={RUN_LABEL: self.project})
+        self.volumes: list[str] = []
+        self.tmpdirs: list[Path] = []
+
+    def volume(self, name: str) -> str:
+        full = f"{self.project}_{name}"
+        self.client.volumes.create(full, labels={RUN_LABEL: self.project})
+        self.volumes.append(full)
+        return full
+
+    def tmpdir(self, name: str) -> Path:
+        p = Path(tempfile.mkdtemp(prefix=f"{self.project}-{name}-"))
+        os.chmod(p, 0o755)
+        self.tmpdirs.append(p)
+        return p
+
+    def run(self, image: str, command: list[str] | None, alias: str, **kw: Any) -> Any:
+        net = self.network.name
+        c = self.client.containers.create(
+            image, command, name=f"{self.project}-{alias}", labels={RUN_LABEL: self.project}, detach=True,
+            network=net, networking_config={net: self.client.api.create_endpoint_config(aliases=[alias])}, **kw)
+        c.start()
+        return c
+
+    def pebble(self, dns_target: str, mgmt_port: int, ca_volume: str) -> tuple[Any, str]:
+        images = _env_images()
+        volumes = {ca_volume: {"bind": "/pebble-ca", "mode": "rw"}}
+        if PEBBLE_TEMPLATE_OVERRIDE is not None:
+            volumes[str(PEBBLE_TEMPLATE_OVERRIDE)] = {"bind": PEBBLE_TEMPLATE, "mode": "ro"}
+        c = self.run(images["PEBBLE_IMAGE"], None, "pebble", environment={"DNS_TARGET": dns_target},
+                     volumes=volumes,
+                     ports={"15000/tcp": ("127.0.0.1", mgmt_port)})
+
+        def ready() -> str:
+            code, out = c.exec_run(["bash", "-c", "test -s /pebble-ca/ca.pem && exec 3<>/dev/tcp/127.0.0.1/14000 "
+                                    "&& cat /pebble-ca/ca.pem"])
+            if code != 0:
+                c.reload()
+                if c.status == "exited":
+                    raise Fatal(f"pebble exited: {c.logs()[-500:]!r}")
+                return ""
+            return pebble_root(mgmt_port, out.decode())
+        return c, wait_for("Pebble", ready, timeout=90, interval=0.3)
+
+    def close(self) -> None:
+        for c in self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.project}"}):
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError:
+                pass
+        try:
+            self.network.remove()
+        except docker.errors.APIError:
+            pass
+        for v in self.volumes:
+            try:
+                self.client.volumes.get(v).remove(force=True)
+            except docker.errors.APIError:
+                pass
+        for p in self.tmpdirs:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# -- tool 2: Caddy --------------------------------------------------------------------------------
+
+def caddyfile(names: list[str]) -> str:
+    head = (
+        "{\n"
+        "\tadmin off\n"
+        "\t# Pebble on the private network; HTTP-01 only (no TLS-ALPN), as for the other tools.\n"
+        "\tcert_issuer acme https://pebble:14000/dir {\n"
+        "\t\ttrusted_roots /pebble-ca/ca.pem\n"
+        "\t\tdisable_tlsalpn_challenge\n"
+        "\t}\n"
+        "}\n"
+    )
+    return head + "".join(f"{n} {{\n\treverse_proxy app:{APP_PORT}\n}}\n" for n in names)
+
+
+def caddy_failures(log_text: str) -> list[str]:
+    """Summarise Caddy's failed attempts ("could not get certificate from issuer") by cause."""
+    causes: dict[str, int] = {}
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") != "could not get certificate from issuer":
+            continue
+        err = str(entry.get("error", ""))
+        if "invalid Retry-After header" in err:
+            cause = "the finalize response carried an HTTP-date Retry-After, which Caddy 2.6.2 rejects"
+        elif "JWS verification error" in err:
+            cause = "JWS verification error (account key race)"
+        else:
+            cause = re.sub(r"https://\S+", "URL", err)[:120]
+        causes[cause] = causes.get(cause, 0) + 1
+    return [f"caddy: {c} failed attempt(s): {cause}; Caddy retries after 1, 2, 2, 5 ... min"
+            for cause, c in sorted(causes.items(), key=lambda kv: -kv[1])]
+
+
+class CaddyBench:
+    def __init__(self, client: docker.DockerClient, images: dict[str, str], logdir: Path) -> None:
+        self.client = client
+        self.images = images
+        self.logdir = logdir
+
+    def run(self, n: int, k: int, timeout: float) -> RunResult:
+        res = RunResult("caddy", n, k, reloads=0, certbot_containers=0)
+        env = None
+        caddy = None
+        try:
+            t_setup = time.monotonic()
+            env = Env(self.client, "benchcaddy")
+            log(f"caddy N={n} run {k}: setting up {env.project}")
+            http_port, https_port, mgmt_port = free_port(), free_port(), free_port()
+            ca_vol = env.volume("pebble-ca")
+            conf = env.tmpdir("caddy")
+            names = site_names(n)
+            (conf / "Caddyfile").write_text(caddyfile(names))
+            os.chmod(conf / "Caddyfile", 0o644)
+            env.run(self.images["APP_IMAGE"], [f"-listen=:{APP_PORT}", "-text=hello from app"], "app")
+            # Caddy's container idles until Pebble (which resolves every name to it) is ready.
+            caddy = env.run(self.images["CADDY_IMAGE"], ["sleep", "infinity"], "caddy",
+                            volumes={str(conf): {"bind": "/etc/caddy", "mode": "ro"},
+                                     ca_vol: {"bind": "/pebble-ca", "mode": "ro"}},
+                            ports={"80/tcp": ("127.0.0.1", http_port), "443/tcp": ("127.0.0.1", https_port)})
+            _, root = env.pebble("caddy", mgmt_port, ca_vol)
+            res.setup_s = round(time.monotonic() - t_setup, 1)
+            cg = Cgroup(caddy)
+            res.notes.append(f"resources from {cg.source}")
+            sampler = MemorySampler(cg)
+            sampler.start()
+            cpu0 = cg.cpu_seconds()
+            log(f"caddy N={n} run {k}: caddy run with {n} site(s)")
+            t0 = time.monotonic()
+            caddy.exec_run(["sh", "-c", "exec caddy run --config /etc/caddy/Caddyfile --adapter caddyfile "
+                            ">/tmp/caddy.log 2>&1"], detach=True)
+            res.per_site = wait_sites(https_port, root, {nm: t0 for nm in names}, timeout)
+            res.total_s = max(res.times) if res.served == n else None
+            res.cpu_s = cg.cpu_seconds() - cpu0
+            sampler.stop()
+            peak, _, _ = cg.memory()
+            res.peak_mb = mb(peak if peak is not None else sampler.max_current)
+            res.peak_rss_mb = mb(sampler.max_rss)
+            log(f"caddy N={n} run {k}: served {res.served}/{n}, total {res.total_s}")
+        except Exception as exc:  # noqa: BLE001
+            res.error = f"{type(exc).__name__}: {exc}"
+            log(f"caddy N={n} run {k}: ERROR {res.error}")
+        finally:
+            if caddy is not None:
+                try:
+                    _, out = caddy.exec_run(["cat", "/tmp/caddy.log"])
+                    (self.logdir / f"caddy-n{n}-run{k}.log").write_bytes(out)
+                    res.notes += caddy_failures(out.decode("utf-8", "replace"))
+                except Exception:  # noqa: BLE001
+                    pass
+            if env is not None:
+                env.close()
+        return res
+
+
+# -- tool 3: sequential certbot containers, then one reload -----------------------------------------
+
+NGINX_DEFAULT = """\
+# HTTP: ACME challenges from the shared webroot, everything else to HTTPS.
+server {
+    listen 80 default_server;
+    location /.well-known/acme-challenge/ { root /var/www/acme; }
+    location / { return 308 https://$host$request_uri; }
+}
+# HTTPS for unknown names: refuse the handshake.
+server {
+    listen 443 ssl default_server;
+    ssl_reject_handshake on;
+}
+"""
+
+NGINX_VHOST = """\
+server {{
+    listen 443 ssl;
+    server_name {name};
+    ssl_certificate /etc/letsencrypt/live/{name}/fullchain.pem;
+    ssl_certificate_key /etc/letsencrypt/live/{name}/privkey.pem;
+    location / {{ proxy_pass http://app:{port}; }}
+}}
+"""
+
+
+class CertbotBench:
+    def __init__(self, client: docker.DockerClient, images: dict[str, str], logdir: Path) -> None:
+        self.client = client
+        self.images = images
+        self.logdir = logdir
+
+    def run(self, n: int, k: int, timeout: float) -> RunResult:
+        res = RunResult("certbot", n, k, certbot_containers=0, reloads=0)
+        env = None
+        logs: list[str] = []
+        try:
+            t_setup = time.monotonic()
+            env = Env(self.client, "benchcertbot")
+            log(f"certbot N={n} run {k}: setting up {env.project}")
+            http_port, https_port, mgmt_port = free_port(), free_port(), free_port()
+            ca_vol, certs_vol, webroot_vol = env.volume("pebble-ca"), env.volume("certs"), env.volume("webroot")
+            conf = env.tmpdir("conf")
+            (conf / "default.conf").write_text(NGINX_DEFAULT)
+            os.chmod(conf / "default.conf", 0o644)
+            env.run(self.images["APP_IMAGE"], [f"-listen=:{APP_PORT}", "-text=hello from app"], "app")
+            nginx = env.run(self.images["NGINX_IMAGE"], None, "nginx",
+                            volumes={str(conf): {"bind": "/etc/nginx/conf.d", "mode": "ro"},
+                                     certs_vol: {"bind": "/etc/letsencrypt", "mode": "ro"},
+                                     webroot_vol: {"bind": "/var/www/acme", "mode": "ro"}},
+                            ports={"80/tcp": ("127.0.0.1", http_port), "443/tcp": ("127.0.0.1", https_port)})
+            _, root = env.pebble("nginx", mgmt_port, ca_vol)
+            res.setup_s = round(time.monotonic() - t_setup, 1)
+            names = site_names(n)
+            issued: list[str] = []
+            log(f"certbot N={n} run {k}: {n} certbot run(s) in sequence, then one reload")
+            t0 = time.monotonic()
+
+            def script() -> None:
+                for name in names:
+                    cmd = [
+                        "docker", "run", "--rm", "--network", env.network.name,
+                        "--label", f"{RUN_LABEL}={env.project}",
+                        "-v", f"{certs_vol}:/etc/letsencrypt", "-v", f"{webroot_vol}:/var/www/acme",
+                        "-v", f"{ca_vol}:/pebble-ca:ro", "-e", "REQUESTS_CA_BUNDLE=/pebble-ca/ca.pem",
+                        self.images["CERTBOT_IMAGE"], "certonly", "--webroot", "-w", "/var/www/acme",
+                        "-d", name, "--cert-name", name, "--non-interactive", "--agree-tos",
+                        "--register-unsafely-without-email", "--server", "https://pebble:14000/dir",
+                        "--key-type", "ecdsa", "--keep-until-expiring",
+                    ]
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                    res.certbot_containers = (res.certbot_containers or 0) + 1
+                    logs.append(f"== {name}: exit {p.returncode}\n{p.stdout}{p.stderr}")
+                    if p.returncode == 0:
+                        issued.append(name)
+                for name in issued:
+                    (conf / f"{name}.conf").write_text(NGINX_VHOST.format(name=name, port=APP_PORT))
+                    os.chmod(conf / f"{name}.conf", 0o644)
+                code, out = nginx.exec_run(["sh", "-c", "nginx -t && nginx -s reload"])
+                logs.append(f"== nginx -t && nginx -s reload: exit {code}\n{out.decode('utf-8', 'replace')}")
+                if code == 0:
+                    res.reloads = 1
+
+            runner = threading.Thread(target=script, daemon=True)
+            runner.start()
+            res.per_site = wait_sites(https_port, root, {nm: t0 for nm in names}, timeout)
+            runner.join(timeout=max(1.0, timeout - (time.monotonic() - t0)))
+            res.total_s = max(res.times) if res.served == n else None
+            log(f"certbot N={n} run {k}: served {res.served}/{n}, total {res.total_s}")
+        except Exception as exc:  # noqa: BLE001
+            res.error = f"{type(exc).__name__}: {exc}"
+            log(f"certbot N={n} run {k}: ERROR {res.error}")
+        finally:
+            try:
+                (self.logdir / f"certbot-n{n}-run{k}.log").write_text("\n".join(logs))
+            except OSError:
+                pass
+            if env is not None:
+                env.close()
+        return res
+
+
+# -- aggregation and output -----------------------------------------------------------------------
+
+def _median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+@dataclass
+class Row:
+    n: int
+    tool: str
+    runs: int
+    served: str
+    median_s: float | None
+    p95_s: float | None
+    max_s: float | None
+    total_s: float | None
+    reloads: float | None
+    certbot_containers: float | None
+    cpu_s: float | None
+    peak_mb: float | None
+    peak_rss_mb: float | None
+    idle_cpu_pct: float | None
+    idle_rss_mb: float | None
+    idle_engine_events: float | None
+    errors: list[str]
+
+
+def aggregate(results: list[RunResult]) -> list[Row]:
+    rows = []
+    keys = sorted({(r.n, TOOLS.index(r.tool)) for r in results})
+    for n, ti in keys:
+        tool = TOOLS[ti]
+        rs = [r for r in results if r.n == n and r.tool == tool]
+        ok = [r for r in rs if r.times]
+        rows.append(Row(
+            n=n, tool=tool, runs=len(rs),
+            served="/".join(str(r.served) for r in rs) + f" of {n}",
+            median_s=_median([statistics.median(r.times) for r in ok]),
+            p95_s=_median([percentile(r.times, 95) for r in ok]),
+            max_s=_median([max(r.times) for r in ok]),
+            total_s=_median([r.total_s for r in rs]),
+            reloads=_median([r.reloads for r in rs if r.error is None]),
+            certbot_containers=_median([r.certbot_containers for r in rs if r.error is None]),
+            cpu_s=_median([r.cpu_s for r in rs]),
+            peak_mb=_median([r.peak_mb for r in rs]),
+            peak_rss_mb=_median([r.peak_rss_mb for r in rs]),
+            idle_cpu_pct=_median([r.idle_cpu_pct for r in rs]),
+            idle_rss_mb=_median([r.idle_rss_mb for r in rs]),
+            idle_engine_events=_median([r.idle_engine_events for r in rs]),
+            errors=[r.error for r in rs if r.error],
+        ))
+    return rows
+
+
+def fmt(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if float(v).is_integer() and digits <= 1:
+        return str(int(v)) if abs(v) >= 10 else f"{v:.{digits}f}"
+    return f"{v:.{digits}f}"
+
+
+def table(rows: list[Row]) -> str:
+    out = [
+        "| N | tool | served | median s | p95 s | max s | total s | nginx reloads | certbot containers "
+        "| CPU s | peak MB | peak RSS MB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r.n} | {r.tool} | {r.served} | {fmt(r.median_s)} | {fmt(r.p95_s)} | {fmt(r.max_s)} | "
+            f"{fmt(r.total_s)} | {fmt(r.reloads, 0)} | {fmt(r.certbot_containers, 0)} | "
+            f"{fmt(r.cpu_s)} | {fmt(r.peak_mb, 0)} | {fmt(r.peak_rss_mb, 0)} |")
+    return "\n".join(out)
+
+
+def git_info() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "sidecar", "Dockerfile"],
+                               capture_output=True, text=True).stdout.strip()
+        return f"{head}{' with uncommitted changes in sidecar/' if dirty else ''}"
+    except OSError:
+        return "unknown"
+
+
+def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) -> str:
+    idle = [r for r in rows if r.idle_cpu_pct is not None]
+    lines = [
+        f"# Benchmark {meta['timestamp']}",
+        "",
+        f"Sizes {' '.join(map(str, meta['sizes']))}, {meta['runs']} run(s) each (medians across runs), "
+        f"tools: {', '.join(meta['tools'])}. Total bench time {meta['elapsed_s']:.0f} s.",
+        "",
+        table(rows),
+        "",
+    ]
+    for r in idle:
+        lines.append(f"Sidecar idle with {r.n} sites (after all were served, over {meta['idle_seconds']:.0f} s): "
+                     f"**{fmt(r.idle_cpu_pct, 2)} % of one core**, RSS **{fmt(r.idle_rss_mb)} MB** "
+                     f"({fmt(r.idle_engine_events, 0)} container/network events on the shared engine meanwhile, "
+                     "each of which wakes the sidecar).")
+        lines.append("")
+    errors = [(r.tool, r.n, e) for r in rows for e in r.errors]
+    if errors:
+        lines.append("Errors:")
+        lines += [f"- {t} N={n}: {e}" for t, n, e in errors]
+        lines.append("")
+    lines += [
+        "Columns: per-site seconds from the site's start (sidecar: just before its app container is started; "
+        "caddy: `caddy run` started; certbot: the first `docker run certbot`) until a TLS handshake with its "
+        "name as SNI presents a certificate that verifies against this run's Pebble root and `GET /` answers "
+        "200; total = from the first start to the last site served. Probes every "
+        "max(0.1, min(0.5, N × 5 ms)) s per site, so resolution is 0.1 s for N ≤ 20 and 0.5 s for N = 100. "
+        "CPU s and peak MB are the sidecar's container (caddy: the caddy container) during the burst, "
+        "from its cgroup: they exclude the certbot containers the sidecar starts and nginx. peak MB is the "
+        "cgroup's high-water mark since the container started (includes page cache); peak RSS MB is sampled "
+        "every 0.25 s. For the certbot baseline no long-running process is measured.",
+        "",
+        "Conditions: one fresh Pebble per run (`PEBBLE_VA_NOSLEEP=1`, `PEBBLE_AUTHZREUSE=0`, "
+        "`PEBBLE_WFE_NONCEREJECT=0`), HTTP-01 only, everything on private Docker networks and 127.0.0.1. "
+        + ("Pebble config: the demo's (`retryAfter` authz 3 s, order 5 s)."
+           if meta.get("pebble_retry_after", "demo") == "demo" else
+           "Pebble config: the demo's without `retryAfter` (`--pebble-retry-after off`)."),
+        f"Machine: {meta['machine']}. Other engineers were running tests on the same engine "
+        "at the same time, so expect noise.",
+        f"Sidecar image {meta['sidecar_image']} ({meta['sidecar_image_id']}, built {meta['sidecar_image_created']}); "
+        f"repo {meta['git']}.",
+        "",
+        "Per run:",
+        "",
+        "| N | tool | run | served | median s | max s | total s | reloads | certbot containers | CPU s | setup s "
+        "| error / notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for rr in sorted(results, key=lambda x: (x.n, TOOLS.index(x.tool), x.run)):
+        t = rr.times
+        lines.append(
+            f"| {rr.n} | {rr.tool} | {rr.run} | {rr.served}/{rr.n} | {fmt(statistics.median(t) if t else None)} | "
+            f"{fmt(max(t) if t else None)} | {fmt(rr.total_s)} | {fmt(rr.reloads, 0)} | "
+            f"{fmt(rr.certbot_containers, 0)} | {fmt(rr.cpu_s)} | {fmt(rr.setup_s)} | "
+            f"{'; '.join(([rr.error] if rr.error else []) + [x for x in rr.notes if not x.startswith('resources')])} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def chart(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    sizes = sorted({r.n for r in rows})
+    tools = [t for t in TOOLS if any(r.tool == t for r in rows)]
+    colors = {"sidecar": "#2b7bba", "caddy": "#3aa655", "certbot": "#d9822b"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(1, len(tools))
+    for ax, attr, title in ((axes[0], "total_s", "all N sites served (s)"),
+                            (axes[1], "median_s", "median per-site time (s)")):
+        for j, tool in enumerate(tools):
+            for i, n in enumerate(sizes):
+                row = next((r for r in rows if r.n == n and r.tool == tool), None)
+                if row is None:
+                    continue
+                x = i + (j - (len(tools) - 1) / 2) * width
+                v = getattr(row, attr)
+                served_all = row.served.split(" of ")[0] == str(n)
+                if attr == "total_s" and v is None:
+                    # Not every site was served within the timeout: a hatched bar up to the timeout.
+                    limit = float(meta.get("timeouts", {}).get(str(n)) or row.max_s or 1)
+                    ax.bar([x], [limit], width, color=colors.get(tool), alpha=0.35, hatch="//")
+                    ax.annotate(f"{row.served.split(' of ')[0]}/{n}\nby {limit:.0f}", (x, limit),
+                                ha="center", va="bottom", fontsize=7)
+                elif v is not None:
+                    ax.bar([x], [v], width, color=colors.get(tool), alpha=1.0 if served_all else 0.5)
+                    ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(sizes)), [f"N={n}" for n in sizes])
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes:
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * 2)
+    axes[1].legend(loc="upper left", handles=[Patch(color=colors.get(t), label=t) for t in tools]
+                   + [Patch(facecolor="white", edgecolor="grey", hatch="//", label="not all served")],
+                   fontsize=8)
+    fig.suptitle(f"HTTPS for a burst of N sites, local Pebble ({meta['timestamp']}, {meta['runs']} run(s), "
+                 f"{os.cpu_count()} cores)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="values of N (default 1 10 100)")
+    ap.add_argument("--runs", type=int, default=1, help="runs per size and tool; the table shows medians")
+    ap.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    ap.add_argument("--sidecar-image", default=None, help="sidecar image (default $SIDECAR_IMAGE or "
+                    "local/nginx-acme-sidecar:test); pinned by id for the whole bench")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds to wait for all sites of one run (default 200 + 6 s per site: long enough for Caddy's retries after 60 s and 180 s)")
+    ap.add_argument("--idle-seconds", type=float, default=30.0,
+                    help="idle CPU window for the sidecar after the largest N is served (0: skip)")
+    ap.add_argument("--pebble-retry-after", choices=("demo", "off"), default="demo",
+                    help="demo: Pebble's config as in the local demo (retryAfter authz 3 s, order 5 s); "
+                    "off: the same config without retryAfter, for every tool (Caddy 2.6.2 cannot parse "
+                    "the Retry-After Pebble then sends while an order is processing)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    ap.add_argument("--no-latest", action="store_true", help="do not update latest.md / latest.png")
+    ap.add_argument("--replot", type=Path, metavar="RESULTS.json",
+                    help="only redraw the chart and table of an earlier run (writes <name>.png and <name>.md)")
+    args = ap.parse_args(argv)
+    if args.replot:
+        data = json.loads(args.replot.read_text())
+        rows = [Row(**r) for r in data["rows"]]
+        runs = [RunResult(**r) for r in data["runs"]]
+        data["meta"].setdefault("timeouts", {str(n): args.timeout or 200 + 6 * n for n in data["meta"]["sizes"]})
+        args.replot.with_suffix(".md").write_text(markdown(rows, runs, data["meta"]))
+        chart(rows, args.replot.with_suffix(".png"), data["meta"])
+        return 0
+    if any(n < 1 for n in args.sizes) or args.runs < 1:
+        ap.error("sizes and runs must be positive")
+
+    global PEBBLE_TEMPLATE_OVERRIDE
+    if args.pebble_retry_after == "off":
+        PEBBLE_TEMPLATE_OVERRIDE = pebble_template_without_retry_after(Path(tempfile.mkdtemp(prefix="bench-pebble-")))
+    images = _env_images()
+    if args.sidecar_image:
+        images["SIDECAR_IMAGE"] = args.sidecar_image
+    client = docker.from_env(max_pool_size=max(args.sizes) + 20, timeout=300)
+    client.ping()
+    needed = {"sidecar": ["NGINX_IMAGE", "CERTBOT_IMAGE", "APP_IMAGE", "PEBBLE_IMAGE", "SIDECAR_IMAGE"],
+              "caddy": ["APP_IMAGE", "PEBBLE_IMAGE", "CADDY_IMAGE"],
+              "certbot": ["NGINX_IMAGE", "CERTBOT_IMAGE", "APP_IMAGE", "PEBBLE_IMAGE"]}
+    missing = sorted({images[k] for t in args.tools for k in needed[t] if not client.images.list(name=images[k])})
+    if missing:
+        print(f"images missing: {', '.join(missing)} (run bash tests/build-images.sh [caddy])", file=sys.stderr)
+        return 2
+
+    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    args.out.mkdir(parents=True, exist_ok=True)
+    logdir = args.out / "logs" / ts
+    logdir.mkdir(parents=True, exist_ok=True)
+
+    # Pin the sidecar image: others may rebuild the tag while the bench runs.
+    side = client.images.get(images["SIDECAR_IMAGE"])
+    pin_repo, pin_tag = "local/nginx-acme-sidecar", f"bench-{ts.lower()}"
+    pinned = "sidecar" in args.tools
+    if pinned:
+        side.tag(pin_repo, pin_tag)
+        images_run = {**images, "SIDECAR_IMAGE": f"{pin_repo}:{pin_tag}"}
+    else:
+        images_run = images
+    meta: dict[str, Any] = {
+        "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "sizes": args.sizes, "runs": args.runs, "tools": args.tools, "idle_seconds": args.idle_seconds,
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+                   f"Docker {client.version().get('Version')}, "
+                   f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB RAM",
+        "sidecar_image": images["SIDECAR_IMAGE"], "sidecar_image_id": side.short_id,
+        "sidecar_image_created": side.attrs.get("Created", "")[:19].replace("T", " "),
+        "git": git_info(), "images": images, "pebble_retry_after": args.pebble_retry_after,
+    }
+    log(f"sidecar image {images['SIDECAR_IMAGE']} = {side.short_id}; results in {args.out}")
+
+    sidecar_b = SidecarBench(client, images_run, logdir)
+    caddy_b = CaddyBench(client, images_run, logdir)
+    certbot_b = CertbotBench(client, images_run, logdir)
+    results: list[RunResult] = []
+    start = time.monotonic()
+    largest = max(args.sizes)
+    try:
+        for k in range(1, args.runs + 1):
+            for n in args.sizes:
+                timeout = args.timeout or 200 + 6 * n
+                for tool in args.tools:
+                    if tool == "sidecar":
+                        idle = args.idle_seconds if n == largest else 0.0
+                        results.append(sidecar_b.run(n, k, timeout, idle))
+                    elif tool == "caddy":
+                        results.append(caddy_b.run(n, k, timeout))
+                    else:
+                        results.append(certbot_b.run(n, k, timeout))
+    except KeyboardInterrupt:
+        log("interrupted: writing what was measured so far")
+    finally:
+        if pinned:
+            try:
+                client.images.remove(f"{pin_repo}:{pin_tag}", noprune=True)
+            except docker.errors.APIError:
+                pass
+    if PEBBLE_TEMPLATE_OVERRIDE is not None:
+        shutil.rmtree(PEBBLE_TEMPLATE_OVERRIDE.parent, ignore_errors=True)
+    meta["elapsed_s"] = time.monotonic() - start
+    meta["timeouts"] = {str(n): args.timeout or 200 + 6 * n for n in args.sizes}
+    rows = aggregate(results)
+    md = markdown(rows, results, meta)
+    (args.out / f"{ts}.md").write_text(md)
+    (args.out / f"{ts}.json").write_text(json.dumps(
+        {"meta": meta, "rows": [asdict(r) for r in rows], "runs": [asdict(r) for r in results]}, indent=1) + "\n")
+    png = args.out / f"{ts}.png"
+    try:
+        chart(rows, png, meta)
+    except ImportError:
+        log("matplotlib missing: no chart (pip install -e '.[bench]')")
+    if not args.no_latest:
+        (args.out / "latest.md").write_text(md)
+        if png.exists():
+            shutil.copyfile(png, args.out / "latest.png")
+    print(md)
+    log(f"done in {meta['elapsed_s']:.0f}s: {args.out / (ts + '.md')}")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -84,8 +84,29 @@ def renewal_server(certs_dir: Path, name: str) -> str:
     return ""
 
 
-def read_lineages(certs_dir: Path) -> tuple[dict[str, Certificate], list[Problem]]:
-    """Every usable lineage under ``certs_dir/live``, keyed by lineage name."""
+# lineage name -> (what the files looked like, the certificate read from them)
+LineageCache = dict[str, tuple[tuple[int, ...], Certificate]]
+
+
+def _signature(cert_path: Path, renewal: Path) -> tuple[int, ...]:
+    """Changes whenever certbot writes a new certificate (the live symlink points at a new
+    archive file) or the renewal settings; a stat is far cheaper than parsing."""
+    st = cert_path.stat()
+    try:
+        rt = renewal.stat()
+        renewal_sig = (rt.st_ino, rt.st_mtime_ns, rt.st_size)
+    except OSError:
+        renewal_sig = (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size, *renewal_sig)
+
+
+def read_lineages(
+    certs_dir: Path, cache: LineageCache | None = None
+) -> tuple[dict[str, Certificate], list[Problem]]:
+    """Every usable lineage under ``certs_dir/live``, keyed by lineage name.
+
+    With ``cache``, a lineage whose files did not change since the last call is not parsed again.
+    """
     live = certs_dir / "live"
     found: dict[str, Certificate] = {}
     problems: list[Problem] = []
@@ -102,8 +123,15 @@ def read_lineages(certs_dir: Path) -> tuple[dict[str, Certificate], list[Problem
             problems.append(Problem(f"certificate {base}", "incomplete lineage (cert, fullchain or privkey missing)"))
             continue
         try:
+            signature = _signature(cert_path, certs_dir / "renewal" / f"{name}.conf")
+            cached = cache.get(name) if cache is not None else None
+            if cached is not None and cached[0] == signature:
+                found[name] = cached[1]
+                continue
             cert = parse_certificate(cert_path.read_bytes(), name, str(chain), str(key))
             found[name] = replace(cert, acme_server=renewal_server(certs_dir, name))
+            if cache is not None:
+                cache[name] = (signature, found[name])
         except (OSError, ValueError) as exc:
             problems.append(Problem(f"certificate {cert_path}", f"unreadable: {exc}"))
     return found, problems

@@ -150,6 +150,8 @@ class Reconciler:
         self._postponed: dict[str, datetime | None] = {}
         self._account_paused_until: datetime | None = None
         self._relevant_ids: frozenset[str] = frozenset()
+        # Each pass reads the lineages several times (plan, render, status): parse each file once.
+        self._lineage_cache: certs.LineageCache = {}
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
@@ -565,7 +567,7 @@ class Reconciler:
 
     def _lineages(self) -> tuple[dict[str, Certificate], list[Problem]]:
         """Real lineages on disk: placeholders for hand-written configs do not count."""
-        found, problems = certs.read_lineages(self.settings.certs_dir)
+        found, problems = certs.read_lineages(self.settings.certs_dir, self._lineage_cache)
         for name in placeholder.placeholder_names(self.settings.certs_dir):
             found.pop(name, None)
         return found, problems

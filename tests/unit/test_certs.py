@@ -123,3 +123,30 @@ def test_renewal_server(certs_dir: Path, text: str, expected: str) -> None:
 
 def test_renewal_server_missing_file(certs_dir: Path) -> None:
     assert renewal_server(certs_dir, "nope") == ""
+
+
+def test_cache_skips_unchanged_lineages_and_rereads_changed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sidecar.certs as certs_mod
+
+    write_lineage(tmp_path, "a.example.com")
+    write_lineage(tmp_path, "b.example.com")
+    parsed: list[str] = []
+    real = certs_mod.parse_certificate
+
+    def counting(pem: bytes, name: str, *args: str) -> object:
+        parsed.append(name)
+        return real(pem, name, *args)
+
+    monkeypatch.setattr(certs_mod, "parse_certificate", counting)
+    cache: certs_mod.LineageCache = {}
+    first, _ = read_lineages(tmp_path, cache)
+    assert sorted(parsed) == ["a.example.com", "b.example.com"]
+    again, _ = read_lineages(tmp_path, cache)
+    assert again == first and len(parsed) == 2  # nothing parsed twice
+
+    write_lineage(tmp_path, "b.example.com", names=["b.example.com", "www.b.example.com"])
+    os.utime(tmp_path / "live" / "b.example.com" / "cert.pem", ns=(1, 1))  # a new file, whatever the clock
+    changed, _ = read_lineages(tmp_path, cache)
+    assert parsed[2:] == ["b.example.com"]
+    assert changed["b.example.com"].names == {"b.example.com", "www.b.example.com"}
+    assert changed["a.example.com"] is first["a.example.com"]

@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 from . import __version__, settings as settings_mod
@@ -329,14 +329,7 @@ def _status(cfg: settings_mod.Settings, as_json: bool) -> int:
             print(f"error: {exc}, and there is no status file in {cfg.state_dir} yet", file=sys.stderr)
             return 2
         code, doc = 200, fallback
-    if code != 200:
-        print(f"error: {doc.get('error', doc)}", file=sys.stderr)
-        return 1
-    if as_json:
-        _print_json(doc)
-    else:
-        print(format_status(doc, shutil.get_terminal_size((160, 40)).columns))
-    return 0
+    return _show(code, doc, as_json, lambda d: format_status(d, shutil.get_terminal_size((160, 40)).columns))
 
 
 def _plan(cfg: settings_mod.Settings, as_json: bool) -> int:
@@ -345,13 +338,18 @@ def _plan(cfg: settings_mod.Settings, as_json: bool) -> int:
     except Unreachable as exc:
         print(f"error: {exc}; plan needs the running sidecar", file=sys.stderr)
         return 2
+    return _show(code, doc, as_json, format_plan)
+
+
+def _show(code: int, doc: dict[str, Any], as_json: bool, formatter: Callable[[dict[str, Any]], str]) -> int:
+    """Print a status server answer: an error line, JSON, or the human table."""
     if code != 200:
         print(f"error: {doc.get('error', doc)}", file=sys.stderr)
         return 1
     if as_json:
         _print_json(doc)
     else:
-        print(format_plan(doc))
+        print(formatter(doc))
     return 0
 
 

@@ -65,3 +65,17 @@ def cert(
         pem, name, f"/etc/letsencrypt/live/{name}/fullchain.pem", f"/etc/letsencrypt/live/{name}/privkey.pem"
     )
     return replace(parsed, acme_server=acme_server)
+
+
+def assert_nginx_syntax_sane(text: str) -> None:
+    """Balanced braces, and every directive line ends with ';', '{' or '}'."""
+    depth = 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        depth += line.count("{") - line.count("}")
+        assert depth >= 0, f"line {n}: unbalanced '}}': {raw!r}"
+        assert line.endswith((";", "{", "}")), f"line {n}: {raw!r}"
+        assert "{{" not in line and "{%" not in line, f"line {n}: template leftovers: {raw!r}"
+    assert depth == 0, "unbalanced braces"

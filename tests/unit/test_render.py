@@ -17,7 +17,7 @@ from sidecar.render import (
     upstream_name,
 )
 
-from .builders import cert, site
+from .builders import assert_nginx_syntax_sane, cert, site
 
 WEBROOT = "/var/www/acme"
 PLAIN = NginxTraits()
@@ -26,18 +26,6 @@ A = site("a.example.com", "www.a.example.com", upstream=("http", "172.18.0.5", 8
 A_CERT = cert("a.example.com", "www.a.example.com")
 
 
-def assert_nginx_syntax_sane(text: str) -> None:
-    """Balanced braces, and every directive line ends with ';', '{' or '}'."""
-    depth = 0
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        depth += line.count("{") - line.count("}")
-        assert depth >= 0, f"line {n}: unbalanced '}}': {raw!r}"
-        assert line.endswith((";", "{", "}")), f"line {n}: {raw!r}"
-        assert "{{" not in line and "{%" not in line, f"line {n}: template leftovers: {raw!r}"
-    assert depth == 0, "unbalanced braces"
 
 
 def test_global_file_is_always_rendered() -> None:

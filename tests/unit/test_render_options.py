@@ -25,7 +25,7 @@ from sidecar.render import (
 )
 from sidecar.sitesfile import parse_sites_file
 
-from .builders import cert, container, site
+from .builders import assert_nginx_syntax_sane, cert, container, site
 
 NETS = ["web"]
 A = site("a.example.com", "www.a.example.com")
@@ -35,15 +35,7 @@ PLAIN = NginxTraits()
 
 def sane(text: str) -> str:
     """Balanced braces, every directive ends with ';', '{' or '}', comments are one line each."""
-    depth = 0
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        depth += line.count("{") - line.count("}")
-        assert depth >= 0, f"line {n}: {raw!r}"
-        assert line.endswith((";", "{", "}")), f"line {n}: {raw!r}"
-    assert depth == 0
+    assert_nginx_syntax_sane(text)
     return text
 
 

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from .stack import Stack, new_stack, wait_for
+from .stack import Stack, new_stack, running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -19,16 +19,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The local demo, up and serving its three sites (two by label, one from YAML)."""
     s = new_stack(Path(tmp_path_factory.mktemp("e2e")))
-    try:
-        started = time.monotonic()
-        s.compose("up", "-d", "--no-build")
-        s.fetch_root()
-        for host in ("a.demo.test", "b.demo.test", "static.demo.test"):
-            wait_for(f"https://{host}", lambda h=host: s.https(h).status == 200, timeout=90)
+    started = time.monotonic()
+    with running(s, ["a.demo.test", "b.demo.test", "static.demo.test"]):
         s.record("demo_up_to_three_sites_https_seconds", round(time.monotonic() - started, 2))
         yield s
-    except BaseException:
-        print("---- sidecar logs ----\n" + s.logs()[-6000:])
-        raise
-    finally:
-        s.down()

@@ -7,6 +7,7 @@ nginx, fetched by the real certbot image the sidecar starts.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -18,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import docker
 from cryptography import x509
@@ -247,3 +248,20 @@ def new_stack(tmp_root: Path) -> Stack:
         "LOG_LEVEL": "info",
     }
     return Stack(project, f"{project}-net", http_port, https_port, mgmt_port, sites_dir, env, client)
+
+
+@contextlib.contextmanager
+def running(s: Stack, hosts: Sequence[str], *up_args: str) -> Iterator[Stack]:
+    """Bring the stack up, wait until every host in ``hosts`` answers over HTTPS, and
+    always tear it down; on a failure while starting, print the sidecar's log."""
+    try:
+        s.compose("up", "-d", "--no-build", *up_args)
+        s.fetch_root()
+        for host in hosts:
+            wait_for(f"https://{host}", lambda h=host: s.https(h).status == 200, timeout=90)  # type: ignore[misc]
+        yield s
+    except BaseException:
+        print(f"---- sidecar logs ({s.project}) ----\n" + s.logs()[-8000:])
+        raise
+    finally:
+        s.down()

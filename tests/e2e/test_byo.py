@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from .stack import IMAGES, Stack, dns_names, issuer_cn, new_stack, wait_for
+from .stack import IMAGES, Stack, dns_names, issuer_cn, new_stack, running, wait_for
 
 PLACEHOLDER = "nginx-acme-sidecar placeholder"
 
@@ -46,13 +46,8 @@ def put_conf(stack: Stack, filename: str, text: str) -> None:
 def byo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = new_stack(Path(tmp_path_factory.mktemp("byo")))
     s.write_sites("sites: []\n")
-    try:
-        s.compose("up", "-d", "--no-build")
-        s.fetch_root()
-        wait_for("https://a.demo.test", lambda: s.https("a.demo.test").status == 200, timeout=90)
+    with running(s, ["a.demo.test"]):
         yield s
-    finally:
-        s.down()
 
 
 def test_hand_written_config_with_a_missing_certificate_gets_one(byo: Stack) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .stack import Stack, new_stack, wait_for
+from .stack import Stack, new_stack, running, wait_for
 
 TESTSSL_IMAGE = os.environ.get("E2E_TESTSSL_IMAGE", "local/testssl:test")
 # The checks testssl.sh 3.2 needs before it rates at all (its set_rating_state), SWEET32 (the one
@@ -101,16 +101,8 @@ def modern_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A second demo whose sidecar runs with TLS_PROFILE=modern."""
     s = new_stack(Path(tmp_path_factory.mktemp("e2e-modern")))
     s.extra_files.append(Path(__file__).with_name("compose.tls-modern.yml"))
-    try:
-        s.compose("up", "-d", "--no-build")
-        s.fetch_root()
-        wait_for("https://a.demo.test (modern stack)", lambda: s.https("a.demo.test").status == 200, timeout=90)
+    with running(s, ["a.demo.test"]):
         yield s
-    except BaseException:
-        print("---- sidecar logs (modern stack) ----\n" + s.logs()[-6000:])
-        raise
-    finally:
-        s.down()
 
 
 def _testssl(t: Tls, host: str) -> tuple[list[dict[str, Any]], str, float]:

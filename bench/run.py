@@ -303,7 +303,9 @@ class MemorySampler(threading.Thread):
 
 
 class CertbotWatcher(threading.Thread):
-    """Counts certbot containers started by one sidecar (docker events, label role=certbot).
+    """Counts the certbot runs of one sidecar and the containers they ran in (docker events,
+    label role=certbot): a run is an `exec` of the run script in the long-lived certbot container
+    (CERTBOT_RUNNER=exec) or a container of its own (CERTBOT_RUNNER=container).
     A container is ours when it shares the sidecar's network namespace or mounts one of the
     project's volumes; if it is already gone when inspected, its site label decides."""
 
@@ -313,24 +315,39 @@ class CertbotWatcher(threading.Thread):
         self.sidecar_id = sidecar_id
         self.project = project
         self.count = 0
+        self.runs = 0
+        self.ours: dict[str, bool] = {}
         self.stream = self.client.events(
-            decode=True, filters={"type": "container", "event": "start", "label": f"{ROLE_LABEL}=certbot"})
+            decode=True, filters={"type": "container", "event": ["start", "exec_start"],
+                                  "label": f"{ROLE_LABEL}=certbot"})
 
     def _ours(self, event: dict[str, Any]) -> bool:
+        if event["id"] in self.ours:
+            return self.ours[event["id"]]
         try:
             attrs = self.client.api.inspect_container(event["id"])
         except docker.errors.NotFound:
             site = event.get("Actor", {}).get("Attributes", {}).get("nginx-acme-sidecar.site", "")
             return bool(site.endswith("." + DOMAIN))
-        if self.sidecar_id in (attrs.get("HostConfig", {}).get("NetworkMode") or ""):
-            return True
-        return any((m.get("Name") or "").startswith(self.project + "_") for m in attrs.get("Mounts", []))
+        mine = self.sidecar_id in (attrs.get("HostConfig", {}).get("NetworkMode") or "") or any(
+            (m.get("Name") or "").startswith(self.project + "_") for m in attrs.get("Mounts", []))
+        self.ours[event["id"]] = mine
+        return mine
 
     def run(self) -> None:
         try:
             for event in self.stream:
+                action = str(event.get("Action") or event.get("status") or "")
+                if action.startswith("exec_start") and "certbot-run" not in action:
+                    continue  # not a certbot run (someone's `docker exec` for a look inside)
                 if self._ours(event):
-                    self.count += 1
+                    if action == "start":
+                        self.count += 1
+                        # a per-run container names its site; the long-lived one's start is not a run
+                        site = event.get("Actor", {}).get("Attributes", {}).get("nginx-acme-sidecar.site")
+                        self.runs += bool(site)
+                    else:
+                        self.runs += 1
         except Exception:  # noqa: BLE001 - the stream is closed to stop the thread
             pass
 
@@ -382,6 +399,8 @@ class RunResult:
     total_s: float | None = None
     reloads: int | None = None
     certbot_containers: int | None = None
+    certbot_runs: int | None = None
+    certbot_cpu_s: float | None = None
     cpu_s: float | None = None
     peak_mb: float | None = None
     peak_rss_mb: float | None = None
@@ -430,7 +449,7 @@ class SidecarBench:
             "PEBBLE_MGMT_PORT": str(mgmt_port),
             "DEMO_NETWORK": f"{project}-net",
             "SITES_DIR": str(sites_dir),
-            "LOG_LEVEL": "info",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
             "BENCH_NGINX_CONTAINER": f"{project}-nginx-1",
             "BENCH_PEBBLE_TEMPLATE": str(PEBBLE_TEMPLATE_OVERRIDE or ""),
         }
@@ -479,6 +498,12 @@ class SidecarBench:
             res.notes.append(f"resources from {cg.source}")
             watcher = CertbotWatcher(sidecar.id, project)
             watcher.start()
+            runner_cg = None
+            try:
+                runner_cg = Cgroup(self.client.containers.get(f"{sidecar.name}-certbot"))
+                certbot_cpu0 = runner_cg.cpu_seconds()
+            except (docker.errors.NotFound, OSError, KeyError):
+                pass  # CERTBOT_RUNNER=container: a container per run, not measured
             sampler = MemorySampler(cg)
             sampler.start()
             cpu0 = cg.cpu_seconds()
@@ -507,7 +532,10 @@ class SidecarBench:
             peak, _, _ = cg.memory()
             res.peak_mb = mb(peak if peak is not None else sampler.max_current)
             res.peak_rss_mb = mb(sampler.max_rss)
+            if runner_cg is not None:
+                res.certbot_cpu_s = round(runner_cg.cpu_seconds() - certbot_cpu0, 1)
             res.certbot_containers = watcher.stop()
+            res.certbot_runs = watcher.runs
             res.reloads = sidecar.logs().decode("utf-8", "replace").count("nginx reloaded") - reloads_before
             if start_errors:
                 res.notes.append(f"{len(start_errors)} app start(s) failed: {start_errors[0]}")
@@ -659,7 +687,7 @@ class CaddyBench:
         self.logdir = logdir
 
     def run(self, n: int, k: int, timeout: float) -> RunResult:
-        res = RunResult("caddy", n, k, reloads=0, certbot_containers=0)
+        res = RunResult("caddy", n, k, reloads=0, certbot_containers=0, certbot_runs=0)
         env = None
         caddy = None
         try:
@@ -747,7 +775,7 @@ class CertbotBench:
         self.logdir = logdir
 
     def run(self, n: int, k: int, timeout: float) -> RunResult:
-        res = RunResult("certbot", n, k, certbot_containers=0, reloads=0)
+        res = RunResult("certbot", n, k, certbot_containers=0, certbot_runs=0, reloads=0)
         env = None
         logs: list[str] = []
         try:
@@ -786,6 +814,7 @@ class CertbotBench:
                     ]
                     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                     res.certbot_containers = (res.certbot_containers or 0) + 1
+                    res.certbot_runs = (res.certbot_runs or 0) + 1
                     logs.append(f"== {name}: exit {p.returncode}\n{p.stdout}{p.stderr}")
                     if p.returncode == 0:
                         issued.append(name)
@@ -835,6 +864,8 @@ class Row:
     total_s: float | None
     reloads: float | None
     certbot_containers: float | None
+    certbot_runs: float | None
+    certbot_cpu_s: float | None
     cpu_s: float | None
     peak_mb: float | None
     peak_rss_mb: float | None
@@ -860,6 +891,8 @@ def aggregate(results: list[RunResult]) -> list[Row]:
             total_s=_median([r.total_s for r in rs]),
             reloads=_median([r.reloads for r in rs if r.error is None]),
             certbot_containers=_median([r.certbot_containers for r in rs if r.error is None]),
+            certbot_runs=_median([r.certbot_runs for r in rs if r.error is None]),
+            certbot_cpu_s=_median([r.certbot_cpu_s for r in rs if r.error is None]),
             cpu_s=_median([r.cpu_s for r in rs]),
             peak_mb=_median([r.peak_mb for r in rs]),
             peak_rss_mb=_median([r.peak_rss_mb for r in rs]),
@@ -881,15 +914,15 @@ def fmt(v: float | None, digits: int = 1) -> str:
 
 def table(rows: list[Row]) -> str:
     out = [
-        "| N | tool | served | median s | p95 s | max s | total s | nginx reloads | certbot containers "
-        "| CPU s | peak MB | peak RSS MB |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | tool | served | median s | p95 s | max s | total s | nginx reloads | certbot runs "
+        "| certbot containers | certbot CPU s | CPU s | peak MB | peak RSS MB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
             f"| {r.n} | {r.tool} | {r.served} | {fmt(r.median_s)} | {fmt(r.p95_s)} | {fmt(r.max_s)} | "
-            f"{fmt(r.total_s)} | {fmt(r.reloads, 0)} | {fmt(r.certbot_containers, 0)} | "
-            f"{fmt(r.cpu_s)} | {fmt(r.peak_mb, 0)} | {fmt(r.peak_rss_mb, 0)} |")
+            f"{fmt(r.total_s)} | {fmt(r.reloads, 0)} | {fmt(r.certbot_runs, 0)} | {fmt(r.certbot_containers, 0)} | "
+            f"{fmt(r.certbot_cpu_s)} | {fmt(r.cpu_s)} | {fmt(r.peak_mb, 0)} | {fmt(r.peak_rss_mb, 0)} |")
     return "\n".join(out)
 
 
@@ -933,7 +966,9 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
         "200; total = from the first start to the last site served. Probes every "
         "max(0.1, min(0.5, N × 5 ms)) s per site, so resolution is 0.1 s for N ≤ 20 and 0.5 s for N = 100. "
         "CPU s and peak MB are the sidecar's container (caddy: the caddy container) during the burst, "
-        "from its cgroup: they exclude the certbot containers the sidecar starts and nginx. peak MB is the "
+        "from its cgroup: they exclude certbot and nginx. certbot runs: certificate requests made (sidecar: "
+        "`docker exec` runs in its one certbot container); certbot containers: containers started for them; "
+        "certbot CPU s: the sidecar's certbot container during the burst. peak MB is the "
         "cgroup's high-water mark since the container started (includes page cache); peak RSS MB is sampled "
         "every 0.25 s. For the certbot baseline no long-running process is measured.",
         "",
@@ -949,16 +984,17 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
         "",
         "Per run:",
         "",
-        "| N | tool | run | served | median s | max s | total s | reloads | certbot containers | CPU s | setup s "
-        "| error / notes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| N | tool | run | served | median s | max s | total s | reloads | certbot runs | certbot containers "
+        "| certbot CPU s | CPU s | setup s | error / notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for rr in sorted(results, key=lambda x: (x.n, TOOLS.index(x.tool), x.run)):
         t = rr.times
         lines.append(
             f"| {rr.n} | {rr.tool} | {rr.run} | {rr.served}/{rr.n} | {fmt(statistics.median(t) if t else None)} | "
             f"{fmt(max(t) if t else None)} | {fmt(rr.total_s)} | {fmt(rr.reloads, 0)} | "
-            f"{fmt(rr.certbot_containers, 0)} | {fmt(rr.cpu_s)} | {fmt(rr.setup_s)} | "
+            f"{fmt(rr.certbot_runs, 0)} | {fmt(rr.certbot_containers, 0)} | {fmt(rr.certbot_cpu_s)} | "
+            f"{fmt(rr.cpu_s)} | {fmt(rr.setup_s)} | "
             f"{'; '.join(([rr.error] if rr.error else []) + [x for x in rr.notes if not x.startswith('resources')])} |")
     lines.append("")
     return "\n".join(lines)

@@ -47,7 +47,8 @@ def arguments(
     profile: str | None = None,
     account: str | None = None,
 ) -> list[str]:
-    """certbot's arguments. ``config_dir`` overrides the certificate directory (staging runs)."""
+    """certbot's arguments. ``config_dir`` overrides the certificate directory (staging runs).
+    The work and log directories are the runner's business (each run gets its own)."""
     key_type = key_type or settings.key_type
     profile = profile or settings.acme_profile
     args = [
@@ -55,21 +56,14 @@ def arguments(
         "--webroot", "-w", str(settings.webroot_dir),
         "--cert-name", name,
         *[a for d in domains for a in ("-d", d)],
-        "--non-interactive", "--agree-tos", "--no-eff-email",
-        "--server", settings.acme_server,
+        *_account_arguments(settings, config_dir),
         "--key-type", key_type,
-        "--config-dir", config_dir or str(settings.certs_dir),
-        "--work-dir", "/var/lib/letsencrypt",
-        "--logs-dir", "/var/log/letsencrypt",
         "--expand",
     ]
     if key_type == "ecdsa":
         args += ["--elliptic-curve", "secp256r1"]
     else:
         args += ["--rsa-key-size", "2048"]
-    args += ["-m", settings.acme_email] if settings.acme_email else ["--register-unsafely-without-email"]
-    if settings.eab_kid and settings.eab_hmac_key:
-        args += ["--eab-kid", settings.eab_kid, "--eab-hmac-key", settings.eab_hmac_key]
     if profile:
         args += ["--preferred-profile", profile]
     if account:
@@ -80,6 +74,21 @@ def arguments(
     else:
         args.append("--keep-until-expiring")
     return args
+
+
+def _account_arguments(settings: Settings, config_dir: str | None) -> list[str]:
+    """What certbot needs to register an ACME account (or to use the stored one)."""
+    args = ["--non-interactive", "--agree-tos", "--no-eff-email", "--server", settings.acme_server,
+            "--config-dir", config_dir or str(settings.certs_dir)]
+    args += ["-m", settings.acme_email] if settings.acme_email else ["--register-unsafely-without-email"]
+    if settings.eab_kid and settings.eab_hmac_key:
+        args += ["--eab-kid", settings.eab_kid, "--eab-hmac-key", settings.eab_hmac_key]
+    return args
+
+
+def register_arguments(settings: Settings) -> list[str]:
+    """``certbot register``: the ACME account, made ahead of the first certificate."""
+    return ["register", *_account_arguments(settings, None)]
 
 
 _RETRY_AFTER = re.compile(r"retry after (\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\s*UTC|Z)?", re.I)

@@ -39,6 +39,20 @@ class RunResult:
     output: str
 
 
+def _sandbox(runs: int) -> dict[str, Any]:
+    """The confinement of every container the sidecar starts, sized for ``runs`` certbots at once:
+    read-only root, scratch space in tmpfs, no capabilities beyond file ownership, bounded memory and pids."""
+    return {
+        "tmpfs": {"/var/lib/letsencrypt": "", "/var/log/letsencrypt": "", "/tmp": ""},
+        "cap_drop": ["ALL"],
+        "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "mem_limit": f"{128 + 128 * runs}m",
+        "pids_limit": 64 + 64 * runs,
+    }
+
+
 def _info(raw: Mapping[str, Any]) -> ContainerInfo:
     """From one entry of ``GET /containers/json`` (one call lists everything)."""
     name = (raw.get("Names") or ["/" + raw["Id"][:12]])[0].lstrip("/")
@@ -66,6 +80,8 @@ class Docker:
             raise DockerUnavailable(f"cannot reach the Docker API ({os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}): {exc}") from exc
         self._events_lock = threading.Lock()
         self._events: Any = None
+        self._slow: Any = None
+        self._slow_timeout = 0.0
 
     # -- reading ---------------------------------------------------------------
     def list_containers(self) -> list[ContainerInfo]:
@@ -129,11 +145,16 @@ class Docker:
         return binds
 
     # -- exec ------------------------------------------------------------------
-    def exec(self, container_id: str, cmd: list[str]) -> ExecResult:
+    def exec(self, container_id: str, cmd: list[str], *, environment: Mapping[str, str] | None = None,
+             timeout: float | None = None) -> ExecResult:
+        """Run ``cmd`` in a running container and wait for it. ``timeout`` (seconds) is how long
+        the answer may take: longer than the API client's default read timeout."""
+        api = self._client.api if timeout is None else self._slow_client(timeout).api
         try:
-            result = self._client.api.exec_create(container_id, cmd, stdout=True, stderr=True)
-            output = self._client.api.exec_start(result["Id"])
-            code = self._client.api.exec_inspect(result["Id"]).get("ExitCode")
+            result = api.exec_create(container_id, cmd, stdout=True, stderr=True,
+                                     environment=dict(environment) if environment else None)
+            output = api.exec_start(result["Id"])
+            code = api.exec_inspect(result["Id"]).get("ExitCode")
         except docker.errors.NotFound as exc:
             raise DockerUnavailable(f"container {container_id[:12]} is gone: {exc}") from exc
         except docker.errors.APIError as exc:
@@ -160,6 +181,71 @@ class Docker:
         except _DOCKER_ERRORS as exc:
             raise DockerUnavailable(f"pulling {image} failed: {exc}") from exc
 
+    def _slow_client(self, timeout: float) -> Any:
+        """A second client for calls that block for minutes (certbot via exec), with a pool big
+        enough for every parallel run, so they never starve the quick calls."""
+        with self._events_lock:
+            if self._slow is None or self._slow_timeout < timeout:
+                try:
+                    self._slow = docker.from_env(timeout=int(timeout) + 1, max_pool_size=32)
+                except _DOCKER_ERRORS as exc:
+                    raise DockerUnavailable(f"cannot reach the Docker API: {exc}") from exc
+                self._slow_timeout = timeout
+            return self._slow
+
+    def start_detached(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        entrypoint: list[str],
+        volumes: Mapping[str, Mapping[str, str]],
+        network_mode: str | None,
+        labels: Mapping[str, str],
+        name: str,
+        runs: int,
+    ) -> str:
+        """Start a long-lived container (confined as ``run_once``'s, sized for ``runs`` parallel execs);
+        a stopped one of the same name is replaced. Returns its id."""
+        def start() -> str:
+            container = self._client.containers.run(
+                image, command, entrypoint=entrypoint, detach=True, name=name,
+                volumes={k: dict(v) for k, v in volumes.items()}, network_mode=network_mode,
+                labels=dict(labels), init=False, **_sandbox(runs),
+            )
+            return str(container.id)
+        try:
+            try:
+                return start()
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: the name is taken by a leftover
+                    raise
+                self._client.api.remove_container(name, force=True)
+                return start()
+        except docker.errors.ImageNotFound as exc:
+            raise ConfigError(f"image {image} not found") from exc
+        except docker.errors.APIError as exc:
+            raise DockerUnavailable(f"starting {image} failed: {exc.explanation or exc}") from exc
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"starting {image} failed: {exc}") from exc
+
+    def is_running(self, container_id: str) -> bool:
+        try:
+            state = self._client.api.inspect_container(container_id).get("State") or {}
+        except docker.errors.NotFound:
+            return False
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"inspecting container {container_id[:12]} failed: {exc}") from exc
+        return bool(state.get("Running")) and not state.get("Restarting")
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self._client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"removing container {container_id[:12]} failed: {exc}") from exc
+
     def run_once(
         self,
         image: str,
@@ -184,13 +270,7 @@ class Docker:
                 environment=dict(environment),
                 network_mode=network_mode,
                 labels=dict(labels),
-                tmpfs={"/var/lib/letsencrypt": "", "/var/log/letsencrypt": "", "/tmp": ""},
-                cap_drop=["ALL"],
-                cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
-                security_opt=["no-new-privileges:true"],
-                read_only=True,
-                mem_limit="256m",
-                pids_limit=128,
+                **_sandbox(1),
             )
             try:
                 status = container.wait(timeout=timeout)

@@ -30,7 +30,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from . import ari, certbot, certs, desired, nginxconf, placeholder, labels, lineage, nginx, ratelimits, render, runlogs, sitesfile
+from . import ari, certbot, certs, desired, nginxconf, placeholder, labels, lineage, nginx, ratelimits, render, runlogs, runner, sitesfile
 from .docker_api import Docker
 from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
 from .events import Event, Kind, Observers, PassSnapshot, SiteStatus
@@ -130,6 +130,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self.own_id: str | None = None
         self.certbot_volumes: dict[str, dict[str, str]] = {}
+        self.runner: runner.Runner | None = None
         self.passes = 0
         self._timer: threading.Timer | None = None
         self.observers = Observers()
@@ -157,6 +158,8 @@ class Reconciler:
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
         # sites an operator asked to renew now even if not due (``renew NAME --force``)
         self.forced: set[str] = set()
+        # set while the ACME account is being registered ahead of the first certificate
+        self._registering = threading.Event()
 
     def emit(self, kind: Kind, site: str = "", message: str = "", **details: object) -> None:
         self.observers.event(Event(kind, self.clock(), site, message, dict(details)))
@@ -291,6 +294,12 @@ class Reconciler:
         for name in nginxconf.install_snippets(s.conf_dir, str(s.webroot_dir)):
             log.info("include snippet for hand-written configs: %s", s.conf_dir / nginxconf.SNIPPETS_DIRNAME / name)
         self.docker.ensure_image(s.certbot_image)
+        sandbox = runner.Sandbox(
+            image=s.certbot_image, volumes=self.certbot_volumes,
+            network_mode=f"container:{self.own_id}" if self.own_id else None,
+            labels={s.managed_label: "certbot", OWNER_LABEL: self.owner}, timeout=s.certbot_timeout_seconds)
+        self.runner = (runner.ExecRunner(self.docker, sandbox, f"{self.owner}-certbot", s.certbot_concurrency)
+                       if s.certbot_runner == "exec" else runner.ContainerRunner(self.docker, sandbox))
 
     def find_nginx(self, containers: list[ContainerInfo]) -> ContainerInfo | None:
         """The nginx to manage: by name, else the one labelled ``<prefix>.nginx=true``.
@@ -626,16 +635,9 @@ class Reconciler:
         env = self._certbot_env()
         outcome = certbot.Outcome(False, "certbot did not run", certbot.Failure.UNKNOWN)
         for attempt in range(2):
-            result = self.docker.run_once(
-                self.settings.certbot_image,
-                args,
-                volumes=self.certbot_volumes,
-                environment=env,
-                network_mode=f"container:{self.own_id}" if self.own_id else None,
-                labels={self.settings.managed_label: "certbot", OWNER_LABEL: self.owner,
-                        "nginx-acme-sidecar.site": site.name},
-                timeout=self.settings.certbot_timeout_seconds,
-            )
+            if self.runner is None:
+                raise SidecarError("certbot runner not prepared")
+            result = self.runner.run(args, env, site.name)
             self.last_certbot_output[site.name] = (result.exit_code, result.output)
             runlogs.keep(self.settings.state_dir, site.name, result.exit_code, result.output, self.clock())
             outcome = certbot.classify(result.exit_code, result.output, self.clock())
@@ -809,7 +811,7 @@ class Reconciler:
                 self._write_status(state, the_plan)
                 account_ready = lineage.has_account(self.settings.certs_dir, self.settings.acme_server)
                 for decision in the_plan.to_run:
-                    if self._stop.is_set() or (not account_ready and in_flight):
+                    if self._stop.is_set() or (not account_ready and (in_flight or self._registering.is_set())):
                         break  # the first run registers the ACME account; the others wait for it
                     if decision.site.name not in in_flight and self._within_budget(decision):
                         in_flight[decision.site.name] = pool.submit(self._obtain, decision)
@@ -817,7 +819,7 @@ class Reconciler:
                             break
                 if not in_flight:
                     break
-                done, _ = wait(list(in_flight.values()), timeout=0.5, return_when=FIRST_COMPLETED)
+                done, _ = wait(list(in_flight.values()), timeout=0.25, return_when=FIRST_COMPLETED)
                 for name in [n for n, f in in_flight.items() if f.done()]:
                     future = in_flight.pop(name)
                     if future.exception() is not None:
@@ -991,6 +993,9 @@ class Reconciler:
         observer = self._watch_sites_file()
         conf_observer = self._watch_conf_dir()
         threading.Thread(target=self._watch_events, name="docker-events", daemon=True).start()
+        if not lineage.has_account(self.settings.certs_dir, self.settings.acme_server):
+            self._registering.set()
+        threading.Thread(target=self._warm_up, name="certbot-warm-up", daemon=True).start()
         self._announce()
         failures = 0
         try:
@@ -1024,6 +1029,11 @@ class Reconciler:
             for obs in (observer, conf_observer):
                 if obs is not None:
                     obs.stop()
+            if self.runner is not None:
+                try:
+                    self.runner.close()
+                except DockerUnavailable as exc:
+                    log.warning("could not remove the certbot container: %s", exc)
 
     def _arm_timer(self, next_due: datetime | None) -> None:
         now = self.clock()
@@ -1039,6 +1049,33 @@ class Reconciler:
             self._timer.cancel()
         self._timer = timer
         timer.start()
+
+    def _warm_up(self) -> None:
+        """Ahead of the first new site: start the certbot container and register the ACME
+        account if none is stored, so a site's first certificate waits for neither."""
+        s = self.settings
+        try:
+            # Load the public suffix list and compile the templates now, not in the first site's pass.
+            ratelimits.registered_domain("example.com")
+            render.render_sample(str(s.templates_dir) if s.templates_dir else None)
+            if self.runner is None:
+                return
+            self.runner.warm()
+            if lineage.has_account(s.certs_dir, s.acme_server):
+                return
+            result = self.runner.run(certbot.register_arguments(s), self._certbot_env(), "")
+            if result.exit_code == 0:
+                log.info("ACME account registered with %s", s.acme_server)
+            else:
+                outcome = certbot.classify(result.exit_code, result.output, self.clock())
+                log.warning("registering an ACME account with %s failed (%s); the first certificate request "
+                            "tries again", s.acme_server, outcome.summary)
+        except SidecarError as exc:
+            log.warning("could not prepare certbot ahead of time: %s", exc)
+        finally:
+            if self._registering.is_set():
+                self._registering.clear()
+                self.poke("ACME account ready")
 
     def _announce(self) -> None:
         s = self.settings

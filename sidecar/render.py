@@ -324,6 +324,11 @@ def check_templates(templates_dir: str) -> None:
         raise ConfigError(f"TEMPLATES_DIR={templates_dir}: not a directory")
     if not any((path / name).is_file() for name in TEMPLATE_NAMES):
         raise ConfigError(f"TEMPLATES_DIR={templates_dir}: holds neither {' nor '.join(TEMPLATE_NAMES)}")
+    render_sample(templates_dir)
+
+
+def render_sample(templates_dir: str | None) -> dict[str, str]:
+    """Render one sample site (which also compiles the templates ahead of the first real one)."""
     now = datetime(2000, 1, 1, tzinfo=timezone.utc)
     site = Site(("example.com",), (Upstream("http", "10.0.0.2", 80),), "sample", SourceKind.FILE)
     cert = Certificate(
@@ -331,4 +336,4 @@ def check_templates(templates_dir: str) -> None:
         fullchain_path="/etc/letsencrypt/live/example.com/fullchain.pem",
         privkey_path="/etc/letsencrypt/live/example.com/privkey.pem",
     )
-    render_all([site], {"example.com": cert}, "/var/www/acme", NginxTraits(), templates_dir=templates_dir)
+    return render_all([site], {"example.com": cert}, "/var/www/acme", NginxTraits(), templates_dir=templates_dir)

@@ -48,7 +48,7 @@ class Settings:
     conf_dir: Path = Path("/etc/nginx/conf.d")
     state_dir: Path = Path("/var/lib/nginx-acme-sidecar")
     sites_file: Path | None = None
-    debounce_seconds: float = 0.3
+    debounce_seconds: float = 0.1
     certbot_timeout_seconds: float = 300.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -61,6 +61,9 @@ class Settings:
     # How many certbot containers may run at once (new certificates; renewals of
     # existing lineages share certbot's lock on the certificate directory and run one by one).
     certbot_concurrency: int = 8
+    # "exec": one long-lived certbot container, each run a `docker exec` in it (fast);
+    # "container": a new certbot container per run.
+    certbot_runner: str = "exec"
     # During a burst of new certificates, reload nginx at most this often (seconds).
     reload_interval: float = 10.0
     eab_kid: str | None = None
@@ -254,6 +257,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         snippets_dir=defaults.snippets_dir if snippets is None else None if snippets.lower() == "off" else Path(snippets),
         templates_dir=templates_dir,
         certbot_concurrency=int(_float(env, "CERTBOT_CONCURRENCY", defaults.certbot_concurrency, 1, 16)),
+        certbot_runner=_choice(env, "CERTBOT_RUNNER", defaults.certbot_runner, ("exec", "container")),
         reload_interval=_float(env, "RELOAD_INTERVAL", defaults.reload_interval, 0.0, 300.0),
         eab_kid=eab_kid,
         eab_hmac_key=eab_key,

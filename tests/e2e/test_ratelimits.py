@@ -50,7 +50,7 @@ DEMO_SITES = ("a.demo.test", "b.demo.test", "static.demo.test")
 STATE = "/var/lib/nginx-acme-sidecar"
 
 _FAILED = re.compile(
-    r"^(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ERROR\s+site (?P<site>\S+): certificate request failed "
+    r"^(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) ERROR\s+site (?P<site>\S+): certificate request failed "
     r"\((?P<kind>[^)]+)\): (?P<why>.*); next attempt (?P<next>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC$",
     re.M,
 )

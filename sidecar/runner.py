@@ -1,0 +1,127 @@
+"""Where certbot runs: in a sibling container, never in the sidecar.
+
+``ExecRunner`` (the default, ``CERTBOT_RUNNER=exec``) keeps one confined certbot container
+idling and starts each certbot run in it with ``docker exec``: about 0.06 s instead of
+about 0.25 s for creating a container per run, and less CPU. Every run gets its own
+scratch directories (so parallel runs never share certbot's locks) and is stopped after
+``CERTBOT_TIMEOUT`` seconds. If the container disappears it is started again.
+
+``ContainerRunner`` (``CERTBOT_RUNNER=container``) starts one container per run, as the
+classic scripts do.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Mapping, Protocol
+
+from .docker_api import Docker, RunResult
+from .errors import DockerUnavailable
+
+log = logging.getLogger(__name__)
+
+# Keeps the idle container alive and lets it stop at once on SIGTERM (a shell as PID 1 ignores it otherwise).
+IDLE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+# One run: private scratch space, removed afterwards; stopped (TERM) when the time is up.
+RUN_SCRIPT = 'd="$1"; t="$2"; shift 2; mkdir -p "$d/work" "$d/logs"; trap \'rm -rf "$d"\' EXIT; ' \
+             'timeout "$t" certbot --work-dir "$d/work" --logs-dir "$d/logs" "$@"'
+# coreutils' timeout exits 124 when it stopped the command; busybox's (Alpine images) 143 (SIGTERM).
+TIMEOUT_CODES = frozenset({124, 137, 143})
+
+
+class Runner(Protocol):
+    def run(self, args: list[str], environment: Mapping[str, str], site: str) -> RunResult: ...
+
+    def warm(self) -> None:
+        """Get ready for the first run (before anyone waits for it)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Sandbox:
+    """What every certbot container gets: the image, the two shared volumes, the network, labels."""
+    image: str
+    volumes: Mapping[str, Mapping[str, str]]
+    network_mode: str | None
+    labels: Mapping[str, str]
+    timeout: float
+
+
+class ContainerRunner:
+    """One fresh container per certbot run."""
+
+    def __init__(self, docker: Docker, sandbox: Sandbox) -> None:
+        self.docker = docker
+        self.sandbox = sandbox
+
+    def run(self, args: list[str], environment: Mapping[str, str], site: str) -> RunResult:
+        sb = self.sandbox
+        return self.docker.run_once(
+            sb.image, args, volumes=sb.volumes, environment=environment, network_mode=sb.network_mode,
+            labels={**sb.labels, "nginx-acme-sidecar.site": site}, timeout=sb.timeout,
+        )
+
+    def warm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ExecRunner:
+    """certbot runs as ``docker exec`` processes in one long-lived, confined certbot container."""
+
+    def __init__(self, docker: Docker, sandbox: Sandbox, name: str, parallel: int) -> None:
+        self.docker = docker
+        self.sandbox = sandbox
+        self.name = name
+        self.parallel = parallel
+        self._lock = threading.Lock()
+        self._id: str | None = None
+
+    def _container(self, fresh: bool = False) -> str:
+        with self._lock:
+            if self._id is not None and (fresh and not self.docker.is_running(self._id)):
+                self._id = None
+            if self._id is None:
+                sb = self.sandbox
+                self._id = self.docker.start_detached(
+                    sb.image, ["-c", IDLE_SCRIPT], entrypoint=["sh"], volumes=sb.volumes,
+                    network_mode=sb.network_mode, labels=sb.labels, name=self.name, runs=self.parallel,
+                )
+                log.info("certbot container %s started (%s); certificate runs are exec'd in it", self.name,
+                         sb.image)
+            return self._id
+
+    def warm(self) -> None:
+        self._container()
+
+    def run(self, args: list[str], environment: Mapping[str, str], site: str) -> RunResult:
+        limit = self.sandbox.timeout
+        cmd = ["sh", "-c", RUN_SCRIPT, "certbot-run", f"/tmp/run-{secrets.token_hex(6)}", str(int(limit)), *args]
+        for attempt in range(2):
+            container = self._container(fresh=attempt > 0)
+            started = time.monotonic()
+            try:
+                result = self.docker.exec(container, cmd, environment=environment, timeout=limit + 30)
+            except DockerUnavailable:
+                # The container was removed or stopped under us: start a new one, once.
+                if attempt == 0 and not self.docker.is_running(container):
+                    log.warning("certbot container %s is gone; starting a new one", self.name)
+                    continue
+                raise
+            if result.exit_code in TIMEOUT_CODES and time.monotonic() - started >= limit - 1:
+                return RunResult(None, result.output)
+            return RunResult(result.exit_code, result.output)
+        raise DockerUnavailable(f"certbot container {self.name} keeps disappearing")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._id is not None:
+                self.docker.remove(self._id)
+                self._id = None

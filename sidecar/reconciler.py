@@ -45,6 +45,7 @@ MAX_SLEEP = timedelta(minutes=5)
 CA_BUNDLE_NAME = "sidecar-ca-bundle.pem"
 STATUS_FILE = "status.json"
 OWNER_LABEL = "nginx-acme-sidecar.owner"
+ARI_SECONDS_PER_PASS = 1.0
 QUICK_RETRIES = 2
 COMPOSE_PROJECT = "com.docker.compose.project"
 LAST_GOOD_SITES = "sites-last-good.yml"
@@ -143,6 +144,7 @@ class Reconciler:
         # lineage -> (serial, window or None, when to ask again)
         self._ari_cache: dict[str, tuple[int, tuple[datetime, datetime] | None, datetime]] = {}
         self._ari_down_until = datetime.min.replace(tzinfo=timezone.utc)
+        self._ari_backlog = False  # some certificates were not asked about yet (time budget)
         self.owner = "host"
         self._ambiguous_nginx = ""
         self._user_defaults: frozenset[int] = frozenset()
@@ -836,7 +838,9 @@ class Reconciler:
                     nginx_c = found or nginx_c
                     if state.sites != previous:
                         pending_apply = True
-                if pending_apply and (not in_flight or time.monotonic() - last_apply >= self.settings.reload_interval):
+                queued = any(d.site.name not in in_flight for d in the_plan.to_run)
+                if pending_apply and reload_due(time.monotonic() - last_apply, self.settings.reload_interval,
+                                                bool(in_flight), queued):
                     if self._apply(state, nginx_c):
                         last_apply = time.monotonic()
                     pending_apply = False
@@ -850,6 +854,8 @@ class Reconciler:
         self._write_status(state, the_plan)
         self._log_plan(the_plan)
         ari_rechecks = [c[2] for c in self._ari_cache.values()]
+        if self._ari_backlog:
+            ari_rechecks.append(self.clock() + timedelta(seconds=1))
         wakeups = [t for t in [the_plan.next_wakeup, *self._postponed.values(), *ari_rechecks] if t is not None]
         return min(wakeups) if wakeups else None
 
@@ -908,9 +914,18 @@ class Reconciler:
             return {}
         now = self.clock()
         out: dict[str, tuple[datetime, datetime]] = {}
+        # Asking takes a round trip per certificate: with a thousand of them, the first passes plan
+        # with what is known and the rest is asked in the next passes (one second later each).
+        deadline = time.monotonic() + ARI_SECONDS_PER_PASS
+        self._ari_backlog = False
         for name, cert in sorted(lineages.items()):
             cached = self._ari_cache.get(name)
             if cached is None or cached[0] != cert.serial or now >= cached[2]:
+                if time.monotonic() > deadline:
+                    self._ari_backlog = True
+                    if cached is not None and cached[1] is not None:
+                        out[name] = cached[1]
+                    continue
                 window = None if now < self._ari_down_until else self.ari.window(cert, now)
                 if window is None:
                     self._ari_down_until = now + timedelta(minutes=5)
@@ -1084,6 +1099,18 @@ class Reconciler:
                  s.acme_server, s.certbot_image, p, p, f", sites file {s.sites_file}" if s.sites_file else "")
         log.info("add a site: docker run -d --network <a network nginx is on> -l %s.domains=example.com "
                  "-l %s.port=8080 <image>", p, p)
+
+
+def reload_due(since_last: float, interval: float, running: bool, queued: bool) -> bool:
+    """During a burst of certificates, whether the ones ready now go live with a reload now.
+
+    The first one goes at once (``since_last`` is infinite), the last ones when nothing runs
+    any more; in between at most every ``interval`` seconds. Once every remaining request is
+    already running (none queued), the rest of the burst is one certbot run away: wait for it
+    instead of reloading twice within seconds, but never longer than three intervals."""
+    if not running or since_last >= 3 * interval:
+        return True
+    return since_last >= interval and queued
 
 
 def _served_serial(host: str, sni: str, timeout: float = 2.0) -> int | None:

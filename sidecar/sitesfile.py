@@ -94,7 +94,8 @@ def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
     if len(text) > MAX_FILE_BYTES:
         raise InputError(f"sites file {path}", f"larger than {MAX_FILE_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it (about 10x faster on a file of a thousand sites)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

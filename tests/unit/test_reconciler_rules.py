@@ -47,3 +47,64 @@ def test_an_account_wide_rate_limit_pauses_new_orders_for_every_site_but_not_ren
     assert r._within_budget(Decision(other, Action.RENEW, "due"))
     r._account_paused_until = NOW - timedelta(seconds=1)
     assert r._within_budget(Decision(other, Action.ISSUE, "no certificate yet"))
+
+
+def test_reload_batching_during_a_burst() -> None:
+    from sidecar.reconciler import reload_due
+
+    inf = float("inf")
+    assert reload_due(inf, 10, running=True, queued=True)          # the first certificate: at once
+    assert not reload_due(4, 10, running=True, queued=True)        # then at most every interval
+    assert reload_due(10.5, 10, running=True, queued=True)
+    assert reload_due(2, 10, running=False, queued=False)          # the burst is over: at once
+    # Everything left is running: its end is one certbot run away, so no extra reload now...
+    assert not reload_due(12, 10, running=True, queued=False)
+    # ...unless a run hangs: then the ready ones go live after three intervals.
+    assert reload_due(30, 10, running=True, queued=False)
+    assert reload_due(0.1, 0, running=True, queued=True)           # RELOAD_INTERVAL=0: every certificate
+
+
+def test_a_burst_of_100_even_completions_takes_at_most_five_reloads() -> None:
+    """Simulated: 100 certificates, 8 at a time, one every 0.42 s from t=3 s (about 45 s in all)."""
+    from sidecar.reconciler import reload_due
+
+    done_at = [3 + 0.42 * i for i in range(100)]
+    last, pending, reloads, t = float("-inf"), False, 0, 0.0
+    while t < done_at[-1] + 1:
+        t = round(t + 0.25, 2)
+        finished = sum(1 for d in done_at if d <= t)
+        pending = pending or any(t - 0.25 < d <= t for d in done_at)
+        running, queued = finished < 100, finished < 100 - 8
+        if pending and reload_due(t - last, 10, running, queued):
+            last, pending, reloads = t, False, reloads + 1
+    assert reloads <= 5
+
+
+def test_ari_questions_beyond_the_time_budget_wait_for_the_next_pass(tmp_path: Path, monkeypatch: Any) -> None:
+    """A thousand certificates must not hold up planning: each pass asks the CA for a second at most."""
+    import time as time_mod
+
+    from sidecar import ari, reconciler as reconciler_mod
+
+    from .builders import cert
+
+    class SlowCA:
+        asked: list[str] = []
+
+        def window(self, c: Any, now: datetime) -> ari.Window:
+            self.asked.append(c.name)
+            time_mod.sleep(0.02)
+            return ari.Window(NOW + timedelta(days=50), NOW + timedelta(days=51), NOW + timedelta(hours=6))
+
+    monkeypatch.setattr(reconciler_mod, "ARI_SECONDS_PER_PASS", 0.05)
+    r = reconciler(tmp_path)
+    r.ari = SlowCA()  # type: ignore[assignment]
+    lineages = {f"s{i}.example": cert(f"s{i}.example") for i in range(10)}
+    first = r._ari_windows(lineages)
+    assert 1 <= len(first) < 10 and r._ari_backlog
+    for _ in range(10):
+        if not r._ari_backlog:
+            break
+        windows = r._ari_windows(lineages)
+    assert not r._ari_backlog and len(windows) == 10
+    assert sorted(SlowCA.asked) == sorted(lineages)  # each asked once: answers are kept

@@ -338,8 +338,8 @@ class CertbotWatcher(threading.Thread):
         try:
             for event in self.stream:
                 action = str(event.get("Action") or event.get("status") or "")
-                if action.startswith("exec_start") and "certbot-run" not in action:
-                    continue  # not a certbot run (someone's `docker exec` for a look inside)
+                if action.startswith("exec_start") and not ("certbot-run" in action and " certonly " in action):
+                    continue  # not a certificate request (the account registration, or a look inside)
                 if self._ours(event):
                     if action == "start":
                         self.count += 1

@@ -46,6 +46,7 @@ CA_BUNDLE_NAME = "sidecar-ca-bundle.pem"
 STATUS_FILE = "status.json"
 OWNER_LABEL = "nginx-acme-sidecar.owner"
 ARI_SECONDS_PER_PASS = 1.0
+VERIFY_SAMPLE = 10  # sites checked over TLS after a reload
 QUICK_RETRIES = 2
 COMPOSE_PROJECT = "com.docker.compose.project"
 LAST_GOOD_SITES = "sites-last-good.yml"
@@ -155,6 +156,7 @@ class Reconciler:
         self._relevant_ids: frozenset[str] = frozenset()
         # Each pass reads the lineages several times (plan, render, status): parse each file once.
         self._lineage_cache: certs.LineageCache = {}
+        self._lineages_memo: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
@@ -484,10 +486,11 @@ class Reconciler:
             log.error("%s", exc)
             return False
         fingerprint = self._outside_fingerprint(conf_sites, lineages)
+        outside_reload = False
         if result.reloaded:
             self.memory.outside_fingerprint = fingerprint  # that reload picked up everything
         else:
-            result.reloaded = self._reload_for_outside_changes(control, fingerprint)
+            result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint)
         live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
         for filename in list(self.memory.rejected):
             if filename in live:
@@ -500,7 +503,7 @@ class Reconciler:
                 names = [d for d in site.domains if d in lineages[site.name].names]
                 log.info("site %s: live on %s", site.name, ", ".join(f"https://{d}" for d in names))
                 self.emit(Kind.SITE_LIVE, site.name, "live", domains=names)
-        if result.reloaded:
+        if result.reloaded and not outside_reload:  # (that one said why already)
             log.info("nginx reloaded (%d file%s written, %d removed)", len(result.written),
                      "" if len(result.written) == 1 else "s", len(result.removed))
             self.emit(Kind.RELOAD, "", "nginx reloaded", written=result.written, removed=result.removed)
@@ -514,6 +517,7 @@ class Reconciler:
                 continue
             try:
                 if placeholder.write_placeholder(self.settings.certs_dir, site.name, site.domains):
+                    self._forget_lineages()
                     log.info("site %s: placeholder certificate written so nginx accepts %s until the real one "
                              "is issued", site.name, site.source.removeprefix("nginx config "))
             except (OSError, ValueError) as exc:
@@ -528,6 +532,7 @@ class Reconciler:
         if fingerprint == self.memory.outside_fingerprint:
             return False
         # (first sight after a start counts as a change: files may have been edited while we were down)
+        first = self.memory.outside_fingerprint is None
         self.memory.outside_fingerprint = fingerprint
         ok, output = control.test()
         if not ok:
@@ -539,7 +544,8 @@ class Reconciler:
         if not ok:
             log.error("nginx -s reload failed: %s", nginx.first_error_line(output))
             return False
-        log.info("nginx reloaded (hand-written config or its certificates changed)")
+        log.info("nginx reloaded (%s)", "first pass since start: picks up what changed meanwhile" if first
+                 else "hand-written config or its certificates changed")
         self.emit(Kind.RELOAD, "", "nginx reloaded", written=[], removed=[])
         return True
 
@@ -555,16 +561,20 @@ class Reconciler:
         return (tuple(files), tuple(serials))
 
     def _verify_served(self, written: list[str], lineages: dict[str, Certificate]) -> str:
-        """After a reload: does nginx present each changed site's current certificate (TLS, SNI)?"""
+        """After a reload: does nginx present the changed sites' current certificates (TLS, SNI)?
+
+        Checks up to ``VERIFY_SAMPLE`` of them, spread over the list: that catches an nginx that
+        did not load what was written (another conf volume, certificates it cannot see) without a
+        thousand handshakes. nginx loads a big configuration in the background: the time allowed
+        grows with it."""
         if self._nginx_addr is None:
             return ""
         host = self._nginx_addr[0]
-        expected = {
-            f.removeprefix("sidecar-site-").removesuffix(".conf"): lineages[n].serial
-            for f in written
-            if f.startswith("sidecar-site-") and (n := f.removeprefix("sidecar-site-").removesuffix(".conf")) in lineages
-        }
-        deadline = time.monotonic() + 5.0
+        changed = [n for f in written if f.startswith("sidecar-site-")
+                   and (n := f.removeprefix("sidecar-site-").removesuffix(".conf")) in lineages]
+        step = max(1, -(-len(changed) // VERIFY_SAMPLE))
+        expected = {n: lineages[n].serial for n in changed[::step]}
+        deadline = time.monotonic() + 5.0 + 0.01 * len(written)
         while expected:
             for name, serial in list(expected.items()):
                 if _served_serial(host, name) == serial:
@@ -577,11 +587,21 @@ class Reconciler:
         return ""
 
     def _lineages(self) -> tuple[dict[str, Certificate], list[Problem]]:
-        """Real lineages on disk: placeholders for hand-written configs do not count."""
-        found, problems = certs.read_lineages(self.settings.certs_dir, self._lineage_cache)
-        for name in placeholder.placeholder_names(self.settings.certs_dir):
-            found.pop(name, None)
-        return found, problems
+        """Real lineages on disk: placeholders for hand-written configs do not count.
+
+        Read once and kept until something may have changed them (``_forget_lineages``): a
+        pass asks several times, and the loop every quarter second while certbot runs."""
+        memo = self._lineages_memo
+        if memo is None:
+            found, problems = certs.read_lineages(self.settings.certs_dir, self._lineage_cache)
+            for name in placeholder.placeholder_names(self.settings.certs_dir):
+                found.pop(name, None)
+            memo = self._lineages_memo = (found, problems)
+        return dict(memo[0]), list(memo[1])
+
+    def _forget_lineages(self) -> None:
+        """The certificate directory may have changed (a certbot run, a placeholder, a new pass)."""
+        self._lineages_memo = None
 
     def _conf_sites(self) -> tuple[list[Site], list[Problem]]:
         """Certificates named by hand-written server blocks in the conf dir (bring your own config)."""
@@ -713,6 +733,8 @@ class Reconciler:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.UNKNOWN)
         except DockerUnavailable as exc:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.TRANSIENT)
+        finally:
+            self._forget_lineages()
         if self._stop.is_set() and not outcome.ok:
             log.info("site %s: certificate request abandoned (stopping)", site.name)
             return False
@@ -786,6 +808,9 @@ class Reconciler:
         every ``RELOAD_INTERVAL`` seconds until the burst is over.
         """
         self.passes += 1
+        self._forget_lineages()
+        started = time.monotonic()
+        first_plan: tuple[float, int] | None = None  # (seconds into the pass, certificates to request)
         state, nginx_c = self.snapshot()
         self._report(state)
         # Before anything else: nginx cannot even start while a hand-written config names a missing file.
@@ -811,6 +836,8 @@ class Reconciler:
             while True:
                 the_plan = self._plan(state)
                 self._write_status(state, the_plan)
+                if first_plan is None:
+                    first_plan = (time.monotonic() - started, len(the_plan.to_run))
                 account_ready = lineage.has_account(self.settings.certs_dir, self.settings.acme_server)
                 for decision in the_plan.to_run:
                     if self._stop.is_set() or (not account_ready and (in_flight or self._registering.is_set())):
@@ -831,6 +858,7 @@ class Reconciler:
                 if self._wake.is_set() and not self._stop.is_set():
                     # New triggers while certbot runs: take a fresh snapshot now.
                     self._wake.clear()
+                    self._forget_lineages()
                     previous = state.sites
                     state, found = self.snapshot()
                     self._report(state)
@@ -853,6 +881,11 @@ class Reconciler:
         the_plan = self._plan(state)
         self._write_status(state, the_plan)
         self._log_plan(the_plan)
+        if self.passes == 1 and first_plan is not None:
+            on_disk = len(self._lineages()[0])
+            log.info("first pass done in %.2fs (planned after %.2fs): %d site%s, %d certificate%s on disk, "
+                     "%d requested", time.monotonic() - started, first_plan[0], len(state.sites),
+                     "" if len(state.sites) == 1 else "s", on_disk, "" if on_disk == 1 else "s", first_plan[1])
         ari_rechecks = [c[2] for c in self._ari_cache.values()]
         if self._ari_backlog:
             ari_rechecks.append(self.clock() + timedelta(seconds=1))

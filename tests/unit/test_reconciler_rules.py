@@ -108,3 +108,35 @@ def test_ari_questions_beyond_the_time_budget_wait_for_the_next_pass(tmp_path: P
         windows = r._ari_windows(lineages)
     assert not r._ari_backlog and len(windows) == 10
     assert sorted(SlowCA.asked) == sorted(lineages)  # each asked once: answers are kept
+
+
+def test_after_a_big_reload_a_sample_of_sites_is_checked_over_tls(tmp_path: Path, monkeypatch: Any) -> None:
+    """1,000 vhosts written at once: a handful of handshakes, not a thousand (which outlasted the
+    deadline and rolled the whole start-up back, found by bench/startup.py)."""
+    from types import SimpleNamespace
+
+    from sidecar import reconciler as reconciler_mod
+
+    names = [f"s{i}.example" for i in range(1000)]
+    lineages = {n: SimpleNamespace(serial=i) for i, n in enumerate(names)}
+    asked: list[str] = []
+
+    def served(host: str, sni: str, timeout: float = 2.0) -> int:
+        asked.append(sni)
+        return int(sni.split(".")[0][1:]) if sni != "s550.example" else -1  # not in the sample
+
+    monkeypatch.setattr(reconciler_mod, "_served_serial", served)
+    r = reconciler(tmp_path)
+    r._nginx_addr = ("10.0.0.2", 80)
+    written = [f"sidecar-site-{n}.conf" for n in names] + ["sidecar-global.conf"]
+    assert r._verify_served(written, lineages) == ""  # type: ignore[arg-type]
+    assert len(asked) == reconciler_mod.VERIFY_SAMPLE and asked[0] == "s0.example" and asked[-1] == "s900.example"
+    # a sampled site served with the wrong certificate is reported
+    lineages["s0.example"] = SimpleNamespace(serial=12345)
+    monkeypatch.setattr(reconciler_mod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(reconciler_mod, "VERIFY_SAMPLE", 10)
+    r2 = reconciler(tmp_path)
+    r2._nginx_addr = ("10.0.0.2", 80)
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr(reconciler_mod.time, "monotonic", lambda: float(next(clock)))
+    assert r2._verify_served(written, lineages) == "wrong or no certificate for s0.example"  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ One worker thread runs passes, so certbot runs and nginx reloads never race.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -47,6 +48,7 @@ STATUS_FILE = "status.json"
 OWNER_LABEL = "nginx-acme-sidecar.owner"
 ARI_SECONDS_PER_PASS = 1.0
 VERIFY_SAMPLE = 10  # sites checked over TLS after a reload
+LOADED_FILE = "nginx-loaded.sha256"  # what the last reload loaded (see _remember_loaded)
 QUICK_RETRIES = 2
 COMPOSE_PROJECT = "com.docker.compose.project"
 LAST_GOOD_SITES = "sites-last-good.yml"
@@ -489,8 +491,9 @@ class Reconciler:
         outside_reload = False
         if result.reloaded:
             self.memory.outside_fingerprint = fingerprint  # that reload picked up everything
+            self._remember_loaded(nginx_c.id, fingerprint)
         else:
-            result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint)
+            result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint, nginx_c.id)
         live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
         for filename in list(self.memory.rejected):
             if filename in live:
@@ -523,7 +526,20 @@ class Reconciler:
             except (OSError, ValueError) as exc:
                 log.error("site %s: cannot write a placeholder certificate: %s", site.name, exc)
 
-    def _reload_for_outside_changes(self, control: DockerNginx, fingerprint: tuple[object, ...]) -> bool:
+    def _loaded_digest(self, nginx_id: str, fingerprint: tuple[object, ...]) -> str:
+        """What nginx has loaded after a reload: its container, the sidecar's files, the outside ones."""
+        own = sorted(nginx.owned_files(self.settings.conf_dir).items())
+        return hashlib.sha256(repr((nginx_id, own, fingerprint)).encode()).hexdigest()
+
+    def _remember_loaded(self, nginx_id: str, fingerprint: tuple[object, ...]) -> None:
+        """Kept across restarts, so a restart with nothing changed does not reload nginx."""
+        try:
+            nginx.atomic_write(self.settings.state_dir / LOADED_FILE, self._loaded_digest(nginx_id, fingerprint) + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.settings.state_dir / LOADED_FILE, exc)
+
+    def _reload_for_outside_changes(self, control: DockerNginx, fingerprint: tuple[object, ...],
+                                    nginx_id: str = "") -> bool:
         """Hand-written files edited, or a certificate they use replaced: test, then reload.
 
         A failing ``nginx -t`` keeps the running config and is reported with nginx's
@@ -531,9 +547,17 @@ class Reconciler:
         """
         if fingerprint == self.memory.outside_fingerprint:
             return False
-        # (first sight after a start counts as a change: files may have been edited while we were down)
+        # First sight after a start: files may have been edited (or written without a reload)
+        # while we were down, unless the last reload saw exactly what is there now.
         first = self.memory.outside_fingerprint is None
         self.memory.outside_fingerprint = fingerprint
+        if first:
+            try:
+                stored = (self.settings.state_dir / LOADED_FILE).read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                stored = ""
+            if stored and stored == self._loaded_digest(nginx_id, fingerprint):
+                return False
         ok, output = control.test()
         if not ok:
             reason = nginx.first_error_line(output)
@@ -546,6 +570,7 @@ class Reconciler:
             return False
         log.info("nginx reloaded (%s)", "first pass since start: picks up what changed meanwhile" if first
                  else "hand-written config or its certificates changed")
+        self._remember_loaded(nginx_id, fingerprint)
         self.emit(Kind.RELOAD, "", "nginx reloaded", written=[], removed=[])
         return True
 

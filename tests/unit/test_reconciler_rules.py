@@ -140,3 +140,32 @@ def test_after_a_big_reload_a_sample_of_sites_is_checked_over_tls(tmp_path: Path
     clock = iter(range(0, 10_000, 5))
     monkeypatch.setattr(reconciler_mod.time, "monotonic", lambda: float(next(clock)))
     assert r2._verify_served(written, lineages) == "wrong or no certificate for s0.example"  # type: ignore[arg-type]
+
+
+def test_a_restart_with_nothing_changed_does_not_reload_nginx(tmp_path: Path) -> None:
+    class Control:
+        reloads = 0
+
+        def test(self) -> tuple[bool, str]:
+            return True, ""
+
+        def reload(self) -> tuple[bool, str]:
+            Control.reloads += 1
+            return True, ""
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "sidecar-site-a.example.conf").write_text("server {}\n")
+    fingerprint: tuple[object, ...] = ((("/etc/nginx/conf.d/mine.conf", 1, 2),), ())
+
+    def start(nginx_id: str = "nginx1", fp: tuple[object, ...] = fingerprint) -> bool:
+        r = reconciler(tmp_path, conf_dir=conf)  # a fresh process: nothing in memory
+        return r._reload_for_outside_changes(Control(), fp, nginx_id)  # type: ignore[arg-type]
+
+    assert start() and Control.reloads == 1        # first start ever: reload once
+    assert not start() and Control.reloads == 1    # restart, all as nginx loaded it: no reload
+    assert start("nginx2") and Control.reloads == 2  # another nginx container
+    (conf / "sidecar-site-a.example.conf").write_text("server { listen 443; }\n")  # written, never loaded
+    assert start("nginx2") and Control.reloads == 3
+    assert start("nginx2", ((("/etc/nginx/conf.d/mine.conf", 5, 2),), ())) and Control.reloads == 4  # edited
+    assert not start("nginx2", ((("/etc/nginx/conf.d/mine.conf", 5, 2),), ()))

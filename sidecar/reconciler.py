@@ -856,6 +856,7 @@ class Reconciler:
         last_apply = float("-inf")
         pending_apply = False
         in_flight: dict[str, Future[bool]] = {}
+        run_started: dict[str, float] = {}  # site -> when its request was submitted
         pool = ThreadPoolExecutor(max_workers=self.settings.certbot_concurrency, thread_name_prefix="certbot")
         try:
             while True:
@@ -869,6 +870,7 @@ class Reconciler:
                         break  # the first run registers the ACME account; the others wait for it
                     if decision.site.name not in in_flight and self._within_budget(decision):
                         in_flight[decision.site.name] = pool.submit(self._obtain, decision)
+                        run_started[decision.site.name] = time.monotonic()
                         if not account_ready:
                             break
                 if not in_flight:
@@ -892,8 +894,10 @@ class Reconciler:
                     if state.sites != previous:
                         pending_apply = True
                 queued = any(d.site.name not in in_flight for d in the_plan.to_run)
-                if pending_apply and reload_due(time.monotonic() - last_apply, self.settings.reload_interval,
-                                                bool(in_flight), queued):
+                now_m = time.monotonic()
+                oldest = max((now_m - run_started[n] for n in in_flight), default=0.0)
+                if pending_apply and reload_due(now_m - last_apply, self.settings.reload_interval,
+                                                bool(in_flight), queued, oldest):
                     if self._apply(state, nginx_c):
                         last_apply = time.monotonic()
                     pending_apply = False
@@ -1159,16 +1163,17 @@ class Reconciler:
                  "-l %s.port=8080 <image>", p, p)
 
 
-def reload_due(since_last: float, interval: float, running: bool, queued: bool) -> bool:
+def reload_due(since_last: float, interval: float, running: bool, queued: bool, oldest_run: float = 0.0) -> bool:
     """During a burst of certificates, whether the ones ready now go live with a reload now.
 
     The first one goes at once (``since_last`` is infinite), the last ones when nothing runs
     any more; in between at most every ``interval`` seconds. Once every remaining request is
-    already running (none queued), the rest of the burst is one certbot run away: wait for it
-    instead of reloading twice within seconds, but never longer than three intervals."""
+    already running (none queued) and none of them has run for ``interval`` seconds yet
+    (``oldest_run``), the rest of the burst is one certbot run away: wait for it instead of
+    reloading twice within seconds. A slow or hung run is not waited for."""
     if not running or since_last >= 3 * interval:
         return True
-    return since_last >= interval and queued
+    return since_last >= interval and (queued or oldest_run >= interval)
 
 
 def _served_serial(host: str, sni: str, timeout: float = 2.0) -> int | None:

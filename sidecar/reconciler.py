@@ -159,6 +159,8 @@ class Reconciler:
         # Each pass reads the lineages several times (plan, render, status): parse each file once.
         self._lineage_cache: certs.LineageCache = {}
         self._lineages_memo: tuple[dict[str, Certificate], list[Problem]] | None = None
+        self._status_body = ""  # the status file's content (without its time) as last written
+        self._status_written = 0.0
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
         self.last_certbot_output: dict[str, tuple[int | None, str]] = {}
@@ -1059,8 +1061,15 @@ class Reconciler:
             )
         data["rate_limit_budgets"] = budgets
         self.observers.snapshot(PassSnapshot(self.clock(), statuses, data["problems"], budgets))
+        # While certbot runs this is called four times a second: write when something changed
+        # (or every half minute, for the health check's freshness), not on every call.
+        body = json.dumps({k: v for k, v in data.items() if k != "updated"}, sort_keys=True, default=str)
+        now = time.monotonic()
+        if body == self._status_body and now - self._status_written < 30:
+            return
         try:
             nginx.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
+            self._status_body, self._status_written = body, now
         except OSError as exc:
             log.warning("cannot write status file: %s", exc)
 

@@ -65,7 +65,7 @@ class Settings:
     # "container": a new certbot container per run.
     certbot_runner: str = "exec"
     # During a burst of new certificates, reload nginx at most this often (seconds).
-    reload_interval: float = 10.0
+    reload_interval: float = 15.0
     eab_kid: str | None = None
     eab_hmac_key: str | None = None
     acme_profile: str | None = None

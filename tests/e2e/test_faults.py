@@ -307,7 +307,7 @@ class TestOnOneStack:
         assert len(created) == len(sites)
         # 200 container events (start, stop, start, remove of 50 containers) and 40 changes of
         # upstream lists. A pass reloads at most once, a burst of events settles into one pass
-        # (debounce), and while certbot runs reloads come at most every RELOAD_INTERVAL (10 s).
+        # (debounce), and while certbot runs reloads come at most every RELOAD_INTERVAL (15 s).
         # So reloads follow passes, not events: 9 to 15 measured here (a pass takes 1-3 s on
         # this busy 2-core machine, a wave of 50 `docker start`s 5-20 s). 25 leaves room for a
         # slower machine; one reload per event (200) or per container (50) is what this catches.

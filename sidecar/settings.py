@@ -58,9 +58,9 @@ class Settings:
     snippets_dir: Path | None = Path("/etc/nginx/sidecar-snippets")
     # Directory whose site.conf.j2 / global.conf.j2 replace the shipped templates.
     templates_dir: Path | None = None
-    # How many certbot containers may run at once (new certificates; renewals of
+    # How many certbot runs may go at once (new certificates; renewals of
     # existing lineages share certbot's lock on the certificate directory and run one by one).
-    certbot_concurrency: int = 8
+    certbot_concurrency: int = 10
     # "exec": one long-lived certbot container, each run a `docker exec` in it (fast);
     # "container": a new certbot container per run.
     certbot_runner: str = "exec"

@@ -159,6 +159,8 @@ class Reconciler:
         # Each pass reads the lineages several times (plan, render, status): parse each file once.
         self._lineage_cache: certs.LineageCache = {}
         self._lineages_memo: tuple[dict[str, Certificate], list[Problem]] | None = None
+        self._lineages_generation = 0
+        self._memo_lock = threading.Lock()
         self._status_body = ""  # the status file's content (without its time) as last written
         self._status_written = 0.0
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
@@ -618,17 +620,25 @@ class Reconciler:
 
         Read once and kept until something may have changed them (``_forget_lineages``): a
         pass asks several times, and the loop every quarter second while certbot runs."""
-        memo = self._lineages_memo
+        with self._memo_lock:
+            memo, generation = self._lineages_memo, self._lineages_generation
         if memo is None:
             found, problems = certs.read_lineages(self.settings.certs_dir, self._lineage_cache)
             for name in placeholder.placeholder_names(self.settings.certs_dir):
                 found.pop(name, None)
-            memo = self._lineages_memo = (found, problems)
+            memo = (found, problems)
+            with self._memo_lock:
+                # A certbot thread may have changed the directory while this read ran: then it
+                # is not kept (it may lack the new lineage), the next call reads again.
+                if generation == self._lineages_generation:
+                    self._lineages_memo = memo
         return dict(memo[0]), list(memo[1])
 
     def _forget_lineages(self) -> None:
         """The certificate directory may have changed (a certbot run, a placeholder, a new pass)."""
-        self._lineages_memo = None
+        with self._memo_lock:
+            self._lineages_generation += 1
+            self._lineages_memo = None
 
     def _conf_sites(self) -> tuple[list[Site], list[Problem]]:
         """Certificates named by hand-written server blocks in the conf dir (bring your own config)."""

@@ -170,3 +170,26 @@ def test_a_restart_with_nothing_changed_does_not_reload_nginx(tmp_path: Path) ->
     assert start("nginx2") and Control.reloads == 3
     assert start("nginx2", ((("/etc/nginx/conf.d/mine.conf", 5, 2),), ())) and Control.reloads == 4  # edited
     assert not start("nginx2", ((("/etc/nginx/conf.d/mine.conf", 5, 2),), ()))
+
+
+def test_a_lineage_read_that_overlaps_a_certbot_run_is_not_kept(tmp_path: Path, monkeypatch: Any) -> None:
+    """Found by the 100-site bench: the loop read the lineages while a certbot thread moved a new one
+    into place; that stale read was kept, so the new certificate went unlogged and was requested again."""
+    from sidecar import certs
+
+    r = reconciler(tmp_path, certs_dir=tmp_path / "le")
+    disk: dict[str, Any] = {}
+    real_reads = []
+
+    def read(certs_dir: Path, cache: Any) -> tuple[dict[str, Any], list[Any]]:
+        snapshot = dict(disk)
+        if not real_reads:  # the first read is overtaken: a certbot run lands meanwhile
+            disk["new.example"] = "lineage"
+            r._forget_lineages()
+        real_reads.append(snapshot)
+        return snapshot, []
+
+    monkeypatch.setattr(certs, "read_lineages", read)
+    assert r._lineages()[0] == {}             # what that read saw...
+    assert r._lineages()[0] == {"new.example": "lineage"}  # ...was not kept: read again
+    assert r._lineages()[0] == {"new.example": "lineage"} and len(real_reads) == 2  # now kept

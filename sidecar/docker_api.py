@@ -82,6 +82,7 @@ class Docker:
         self._events: Any = None
         self._slow: Any = None
         self._slow_timeout = 0.0
+        self._slow_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------
     def list_containers(self) -> list[ContainerInfo]:
@@ -184,7 +185,7 @@ class Docker:
     def _slow_client(self, timeout: float) -> Any:
         """A second client for calls that block for minutes (certbot via exec), with a pool big
         enough for every parallel run, so they never starve the quick calls."""
-        with self._events_lock:
+        with self._slow_lock:
             if self._slow is None or self._slow_timeout < timeout:
                 try:
                     self._slow = docker.from_env(timeout=int(timeout) + 1, max_pool_size=32)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol
 
 from .docker_api import Docker, RunResult
-from .errors import DockerUnavailable
+from .errors import ConfigError, DockerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,16 @@ class ExecRunner:
                 self._id = None
             if self._id is None:
                 sb = self.sandbox
-                self._id = self.docker.start_detached(
-                    sb.image, ["-c", IDLE_SCRIPT], entrypoint=["sh"], volumes=sb.volumes,
-                    network_mode=sb.network_mode, labels=sb.labels, name=self.name, runs=self.parallel,
-                )
+                try:
+                    self._id = self.docker.start_detached(
+                        sb.image, ["-c", IDLE_SCRIPT], entrypoint=["sh"], volumes=sb.volumes,
+                        network_mode=sb.network_mode, labels=sb.labels, name=self.name, runs=self.parallel,
+                    )
+                except DockerUnavailable as exc:
+                    if "executable file not found" in str(exc) or "no such file or directory" in str(exc).lower():
+                        raise ConfigError(f"CERTBOT_IMAGE={sb.image}: it has no sh, which CERTBOT_RUNNER=exec "
+                                          "needs (with sleep and timeout); set CERTBOT_RUNNER=container") from exc
+                    raise
                 log.info("certbot container %s started (%s); certificate runs are exec'd in it", self.name,
                          sb.image)
             return self._id

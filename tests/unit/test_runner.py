@@ -89,6 +89,18 @@ def test_an_engine_error_with_the_container_still_there_is_reported() -> None:
     assert len(engine.started) == 1
 
 
+def test_an_image_without_a_shell_gets_a_clear_error() -> None:
+    from sidecar.errors import ConfigError
+
+    class NoShell(FakeEngine):
+        def start_detached(self, image: str, command: list[str], **kw: Any) -> str:
+            raise DockerUnavailable('starting x failed: OCI runtime create failed: exec: "sh": '
+                                    "executable file not found in $PATH: unknown")
+
+    with pytest.raises(ConfigError, match="CERTBOT_RUNNER=container"):
+        make(NoShell([])).run(["certonly"], {}, "a")
+
+
 def test_timeout_exit_code_counts_as_timeout_only_when_the_time_was_up() -> None:
     quick = FakeEngine([ExecResult(124, "certbot's own exit 124")])
     assert make(quick).run(["certonly"], {}, "a") == RunResult(124, "certbot's own exit 124")

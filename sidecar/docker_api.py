@@ -7,6 +7,7 @@ Honours ``DOCKER_HOST`` (and the other ``DOCKER_*`` variables) through
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -51,6 +52,22 @@ def _sandbox(runs: int) -> dict[str, Any]:
         "mem_limit": f"{128 + 128 * runs}m",
         "pids_limit": 64 + 64 * runs,
     }
+
+
+@contextlib.contextmanager
+def _translated(what: str, *, image: str | None = None, container: str | None = None) -> Iterator[None]:
+    """SDK and transport errors inside the block as ``DockerUnavailable`` ("<what> failed: ...");
+    a missing ``image`` as ``ConfigError``, a vanished ``container`` as gone."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        if image is not None and isinstance(exc, docker.errors.ImageNotFound):
+            raise ConfigError(f"image {image} not found") from exc
+        if container is not None and isinstance(exc, docker.errors.NotFound):
+            raise DockerUnavailable(f"container {container[:12]} is gone: {exc}") from exc
+        raise DockerUnavailable(f"{what} failed: {exc.explanation or exc}") from exc
+    except _DOCKER_ERRORS as exc:
+        raise DockerUnavailable(f"{what} failed: {exc}") from exc
 
 
 def _info(raw: Mapping[str, Any]) -> ContainerInfo:
@@ -151,17 +168,11 @@ class Docker:
         """Run ``cmd`` in a running container and wait for it. ``timeout`` (seconds) is how long
         the answer may take: longer than the API client's default read timeout."""
         api = self._client.api if timeout is None else self._slow_client(timeout).api
-        try:
+        with _translated(f"exec {' '.join(cmd)}", container=container_id):
             result = api.exec_create(container_id, cmd, stdout=True, stderr=True,
                                      environment=dict(environment) if environment else None)
             output = api.exec_start(result["Id"])
             code = api.exec_inspect(result["Id"]).get("ExitCode")
-        except docker.errors.NotFound as exc:
-            raise DockerUnavailable(f"container {container_id[:12]} is gone: {exc}") from exc
-        except docker.errors.APIError as exc:
-            raise DockerUnavailable(f"exec {' '.join(cmd)} failed: {exc.explanation or exc}") from exc
-        except _DOCKER_ERRORS as exc:
-            raise DockerUnavailable(f"exec {' '.join(cmd)} failed: {exc}") from exc
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
         return ExecResult(exit_code=int(code if code is not None else -1), output=text)
 
@@ -215,7 +226,7 @@ class Docker:
                 labels=dict(labels), init=False, **_sandbox(runs),
             )
             return str(container.id)
-        try:
+        with _translated(f"starting {image}", image=image):
             try:
                 return start()
             except docker.errors.APIError as exc:
@@ -223,12 +234,6 @@ class Docker:
                     raise
                 self._client.api.remove_container(name, force=True)
                 return start()
-        except docker.errors.ImageNotFound as exc:
-            raise ConfigError(f"image {image} not found") from exc
-        except docker.errors.APIError as exc:
-            raise DockerUnavailable(f"starting {image} failed: {exc.explanation or exc}") from exc
-        except _DOCKER_ERRORS as exc:
-            raise DockerUnavailable(f"starting {image} failed: {exc}") from exc
 
     def is_running(self, container_id: str) -> bool:
         try:
@@ -262,38 +267,33 @@ class Docker:
         """Run a container to completion; return its exit code and combined output. Always removed."""
         container = None
         try:
-            container = self._client.containers.run(
-                image,
-                args,
-                detach=True,
-                name=name,
-                volumes={k: dict(v) for k, v in volumes.items()},
-                environment=dict(environment),
-                network_mode=network_mode,
-                labels=dict(labels),
-                **_sandbox(1),
-            )
-            try:
-                status = container.wait(timeout=timeout)
-                code: int | None = int(status.get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
-                # The engine sends wait's headers at once, so docker-py reports the timeout
-                # while reading the body: ConnectionError("... Read timed out."), not ReadTimeout.
-                if not isinstance(exc, requests.exceptions.ReadTimeout) and "timed out" not in str(exc).lower():
-                    raise
+            with _translated(f"running {image}", image=image):
+                container = self._client.containers.run(
+                    image,
+                    args,
+                    detach=True,
+                    name=name,
+                    volumes={k: dict(v) for k, v in volumes.items()},
+                    environment=dict(environment),
+                    network_mode=network_mode,
+                    labels=dict(labels),
+                    **_sandbox(1),
+                )
                 try:
-                    container.kill()
-                except docker.errors.APIError:
-                    pass  # it finished just now; still reported as too slow
-                code = None
-            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-            return RunResult(code, output)
-        except docker.errors.ImageNotFound as exc:
-            raise ConfigError(f"image {image} not found") from exc
-        except docker.errors.APIError as exc:
-            raise DockerUnavailable(f"running {image} failed: {exc.explanation or exc}") from exc
-        except _DOCKER_ERRORS as exc:
-            raise DockerUnavailable(f"running {image} failed: {exc}") from exc
+                    status = container.wait(timeout=timeout)
+                    code: int | None = int(status.get("StatusCode", -1))
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                    # The engine sends wait's headers at once, so docker-py reports the timeout
+                    # while reading the body: ConnectionError("... Read timed out."), not ReadTimeout.
+                    if not isinstance(exc, requests.exceptions.ReadTimeout) and "timed out" not in str(exc).lower():
+                        raise
+                    try:
+                        container.kill()
+                    except docker.errors.APIError:
+                        pass  # it finished just now; still reported as too slow
+                    code = None
+                output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+                return RunResult(code, output)
         finally:
             if container is not None:
                 try:

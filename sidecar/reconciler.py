@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from tenacity import (Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt, stop_never,
                       wait_exponential, wait_random_exponential)
@@ -161,7 +161,7 @@ class Reconciler:
         self._lineages_memo: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._lineages_generation = 0
         self._memo_lock = threading.Lock()
-        self._status_body = ""  # the status file's content (without its time) as last written
+        self._status_content: dict[str, Any] = {}  # the status file as last written, without its time
         self._status_written = 0.0
         self._plan_logged: dict[str, tuple[tuple[str, datetime | None], datetime]] = {}
         # site name -> (exit code, output) of its latest certbot run
@@ -492,13 +492,15 @@ class Reconciler:
             log.error("%s", exc)
             return False
         fingerprint = self._outside_fingerprint(conf_sites, lineages)
+        owned = nginx.owned_files(self.settings.conf_dir)
         outside_reload = False
         if result.reloaded:
             self.memory.outside_fingerprint = fingerprint  # that reload picked up everything
-            self._remember_loaded(nginx_c.id, fingerprint)
+            self._remember_loaded(nginx_c.id, fingerprint, owned)
         else:
-            result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint, nginx_c.id)
-        live = {n for n in nginx.owned_files(self.settings.conf_dir) if n != render.GLOBAL_FILE}
+            result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint, nginx_c.id,
+                                                                                owned)
+        live = {n for n in owned if n != render.GLOBAL_FILE}
         for filename in list(self.memory.rejected):
             if filename in live:
                 log.info("%s accepted by nginx again", filename)
@@ -530,20 +532,21 @@ class Reconciler:
             except (OSError, ValueError) as exc:
                 log.error("site %s: cannot write a placeholder certificate: %s", site.name, exc)
 
-    def _loaded_digest(self, nginx_id: str, fingerprint: tuple[object, ...]) -> str:
+    @staticmethod
+    def _loaded_digest(nginx_id: str, fingerprint: tuple[object, ...], owned: Mapping[str, str]) -> str:
         """What nginx has loaded after a reload: its container, the sidecar's files, the outside ones."""
-        own = sorted(nginx.owned_files(self.settings.conf_dir).items())
-        return hashlib.sha256(repr((nginx_id, own, fingerprint)).encode()).hexdigest()
+        return hashlib.sha256(repr((nginx_id, sorted(owned.items()), fingerprint)).encode()).hexdigest()
 
-    def _remember_loaded(self, nginx_id: str, fingerprint: tuple[object, ...]) -> None:
+    def _remember_loaded(self, nginx_id: str, fingerprint: tuple[object, ...], owned: Mapping[str, str]) -> None:
         """Kept across restarts, so a restart with nothing changed does not reload nginx."""
         try:
-            nginx.atomic_write(self.settings.state_dir / LOADED_FILE, self._loaded_digest(nginx_id, fingerprint) + "\n")
+            nginx.atomic_write(self.settings.state_dir / LOADED_FILE,
+                               self._loaded_digest(nginx_id, fingerprint, owned) + "\n")
         except OSError as exc:
             log.warning("cannot write %s: %s", self.settings.state_dir / LOADED_FILE, exc)
 
     def _reload_for_outside_changes(self, control: DockerNginx, fingerprint: tuple[object, ...],
-                                    nginx_id: str = "") -> bool:
+                                    nginx_id: str, owned: Mapping[str, str]) -> bool:
         """Hand-written files edited, or a certificate they use replaced: test, then reload.
 
         A failing ``nginx -t`` keeps the running config and is reported with nginx's
@@ -560,7 +563,7 @@ class Reconciler:
                 stored = (self.settings.state_dir / LOADED_FILE).read_text(encoding="ascii").strip()
             except (OSError, UnicodeDecodeError):
                 stored = ""
-            if stored and stored == self._loaded_digest(nginx_id, fingerprint):
+            if stored and stored == self._loaded_digest(nginx_id, fingerprint, owned):
                 return False
         ok, output = control.test()
         if not ok:
@@ -574,7 +577,7 @@ class Reconciler:
             return False
         log.info("nginx reloaded (%s)", "first pass since start: picks up what changed meanwhile" if first
                  else "hand-written config or its certificates changed")
-        self._remember_loaded(nginx_id, fingerprint)
+        self._remember_loaded(nginx_id, fingerprint, owned)
         self.emit(Kind.RELOAD, "", "nginx reloaded", written=[], removed=[])
         return True
 
@@ -890,6 +893,7 @@ class Reconciler:
                 done, _ = wait(list(in_flight.values()), timeout=0.25, return_when=FIRST_COMPLETED)
                 for name in [n for n, f in in_flight.items() if f.done()]:
                     future = in_flight.pop(name)
+                    run_started.pop(name, None)
                     if future.exception() is not None:
                         log.error("site %s: certificate work crashed: %r", name, future.exception())
                     elif future.result():
@@ -1073,13 +1077,13 @@ class Reconciler:
         self.observers.snapshot(PassSnapshot(self.clock(), statuses, data["problems"], budgets))
         # While certbot runs this is called four times a second: write when something changed
         # (or every half minute, for the health check's freshness), not on every call.
-        body = json.dumps({k: v for k, v in data.items() if k != "updated"}, sort_keys=True, default=str)
+        content = {k: v for k, v in data.items() if k != "updated"}
         now = time.monotonic()
-        if body == self._status_body and now - self._status_written < 30:
+        if content == self._status_content and now - self._status_written < 30:
             return
         try:
             nginx.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
-            self._status_body, self._status_written = body, now
+            self._status_content, self._status_written = content, now
         except OSError as exc:
             log.warning("cannot write status file: %s", exc)
 

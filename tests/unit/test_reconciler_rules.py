@@ -144,6 +144,8 @@ def test_after_a_big_reload_a_sample_of_sites_is_checked_over_tls(tmp_path: Path
 
 
 def test_a_restart_with_nothing_changed_does_not_reload_nginx(tmp_path: Path) -> None:
+    from sidecar import nginx
+
     class Control:
         reloads = 0
 
@@ -161,7 +163,8 @@ def test_a_restart_with_nothing_changed_does_not_reload_nginx(tmp_path: Path) ->
 
     def start(nginx_id: str = "nginx1", fp: tuple[object, ...] = fingerprint) -> bool:
         r = reconciler(tmp_path, conf_dir=conf)  # a fresh process: nothing in memory
-        return r._reload_for_outside_changes(Control(), fp, nginx_id)  # type: ignore[arg-type]
+        owned = nginx.owned_files(conf)  # what _apply passes: the sidecar's files as they are now
+        return r._reload_for_outside_changes(Control(), fp, nginx_id, owned)  # type: ignore[arg-type]
 
     assert start() and Control.reloads == 1        # first start ever: reload once
     assert not start() and Control.reloads == 1    # restart, all as nginx loaded it: no reload
@@ -193,3 +196,63 @@ def test_a_lineage_read_that_overlaps_a_certbot_run_is_not_kept(tmp_path: Path, 
     assert r._lineages()[0] == {}             # what that read saw...
     assert r._lineages()[0] == {"new.example": "lineage"}  # ...was not kept: read again
     assert r._lineages()[0] == {"new.example": "lineage"} and len(real_reads) == 2  # now kept
+
+
+def test_the_status_file_is_rewritten_only_when_it_changes(tmp_path: Path, monkeypatch: Any) -> None:
+    """Four calls a second while certbot runs: one write per change (or per half minute), not per call."""
+    from types import SimpleNamespace
+
+    from sidecar import nginx
+    from sidecar import reconciler as reconciler_mod
+
+    writes: list[str] = []
+    monkeypatch.setattr(nginx, "atomic_write", lambda path, text: writes.append(text))
+    clock = [1000.0]
+    monkeypatch.setattr(reconciler_mod.time, "monotonic", lambda: clock[0])
+    r = reconciler(tmp_path)
+    state = SimpleNamespace(problems=[])
+    r._write_status(state, SimpleNamespace(decisions=()))  # type: ignore[arg-type]
+    r._write_status(state, SimpleNamespace(decisions=()))  # type: ignore[arg-type]
+    assert len(writes) == 1
+    r._write_status(SimpleNamespace(problems=["sites file: bad"]), SimpleNamespace(decisions=()))  # type: ignore[arg-type]
+    assert len(writes) == 2 and "sites file: bad" in writes[-1]
+    clock[0] += 31  # unchanged, but the health check wants a fresh time stamp now and then
+    r._write_status(SimpleNamespace(problems=["sites file: bad"]), SimpleNamespace(decisions=()))  # type: ignore[arg-type]
+    assert len(writes) == 3
+
+
+def test_warm_up_registers_the_account_once_and_lets_the_loop_go_on(tmp_path: Path, monkeypatch: Any) -> None:
+    from sidecar import lineage, ratelimits, render
+    from sidecar.docker_api import RunResult
+
+    loaded: list[str] = []
+    monkeypatch.setattr(ratelimits, "registered_domain", lambda name: loaded.append("psl") or name)
+    monkeypatch.setattr(render, "render_sample", lambda templates: loaded.append("templates") or {})
+
+    class Runner:
+        def __init__(self) -> None:
+            self.warmed, self.runs = 0, []
+
+        def warm(self) -> None:
+            self.warmed += 1
+
+        def run(self, args: list[str], environment: Any, site: str) -> RunResult:
+            self.runs.append(args)
+            return RunResult(0, "Account registered.")
+
+    certs = tmp_path / "le"
+    r = reconciler(tmp_path, certs_dir=certs, acme_server="https://ca.test/dir")
+    r.runner = Runner()  # type: ignore[assignment]
+    r._registering.set()
+    r._warm_up()
+    assert r.runner.warmed == 1 and [a[0] for a in r.runner.runs] == ["register"]  # type: ignore[attr-defined]
+    assert "--server" in r.runner.runs[0] and "https://ca.test/dir" in r.runner.runs[0]  # type: ignore[attr-defined]
+    assert not r._registering.is_set() and r._reasons == ["ACME account ready"]  # the loop is woken
+    assert loaded == ["psl", "templates"]  # loaded now, not in the first site's pass
+
+    # An account on disk: nothing to register.
+    lineage.account_dir(certs, "https://ca.test/dir").joinpath("abc123").mkdir(parents=True)
+    again = reconciler(tmp_path, certs_dir=certs, acme_server="https://ca.test/dir")
+    again.runner = Runner()  # type: ignore[assignment]
+    again._warm_up()
+    assert again.runner.warmed == 1 and again.runner.runs == []  # type: ignore[attr-defined]

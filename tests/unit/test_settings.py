@@ -118,6 +118,7 @@ BAD_ENV = [
     ({"CERTBOT_CONCURRENCY": "0"}, "CERTBOT_CONCURRENCY"),
     ({"CERTBOT_CONCURRENCY": "many"}, "CERTBOT_CONCURRENCY"),
     ({"RELOAD_INTERVAL": "301"}, "RELOAD_INTERVAL"),
+    ({"CERTBOT_RUNNER": "podman"}, "CERTBOT_RUNNER"),
     ({"ACME_PROFILE": "Short Lived"}, "ACME_PROFILE"),
     ({"RATE_LIMITS": "none"}, "RATE_LIMITS"),
     ({"ARI": "yes"}, "ARI"),

@@ -425,14 +425,17 @@ def mb(b: int | float | None) -> float | None:
     return None if b is None else round(b / 2**20, 1)
 
 
+@dataclass
+class Tool:
+    """One tool under test: the engine, the images to use and where its logs go."""
+    client: docker.DockerClient
+    images: dict[str, str]
+    logdir: Path
+
+
 # -- tool 1: the sidecar -------------------------------------------------------------------------
 
-class SidecarBench:
-    def __init__(self, client: docker.DockerClient, images: dict[str, str], logdir: Path) -> None:
-        self.client = client
-        self.images = images
-        self.logdir = logdir
-
+class SidecarBench(Tool):
     def run(self, n: int, k: int, timeout: float, idle_seconds: float) -> RunResult:
         res = RunResult("sidecar", n, k)
         project = "bench" + uuid.uuid4().hex[:8]
@@ -680,12 +683,7 @@ def caddy_failures(log_text: str) -> list[str]:
             for cause, c in sorted(causes.items(), key=lambda kv: -kv[1])]
 
 
-class CaddyBench:
-    def __init__(self, client: docker.DockerClient, images: dict[str, str], logdir: Path) -> None:
-        self.client = client
-        self.images = images
-        self.logdir = logdir
-
+class CaddyBench(Tool):
     def run(self, n: int, k: int, timeout: float) -> RunResult:
         res = RunResult("caddy", n, k, reloads=0, certbot_containers=0, certbot_runs=0)
         env = None
@@ -768,12 +766,7 @@ server {{
 """
 
 
-class CertbotBench:
-    def __init__(self, client: docker.DockerClient, images: dict[str, str], logdir: Path) -> None:
-        self.client = client
-        self.images = images
-        self.logdir = logdir
-
+class CertbotBench(Tool):
     def run(self, n: int, k: int, timeout: float) -> RunResult:
         res = RunResult("certbot", n, k, certbot_containers=0, certbot_runs=0, reloads=0)
         env = None

@@ -18,6 +18,8 @@ log "set-up took $((SECONDS - start))s"
 
 log "type check: mypy --strict on the package"
 "$VENV/bin/python" -m mypy || { log "FATAL: mypy found type errors"; exit 1; }
+log "import contracts: lint-imports (the layers in sidecar/ only import downward)"
+"$VENV/bin/lint-imports" || { log "FATAL: an import breaks the layer contracts in pyproject.toml"; exit 1; }
 
 rc=0
 "$VENV/bin/python" -m pytest tests "$@" || rc=$?

@@ -35,8 +35,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sidecar import labels, options, render, sitesfile
-from sidecar.model import Certificate, ContainerInfo, Problem, Site, SourceKind, Upstream
+from sidecar.sources import labels, sitesfile
+
+from sidecar.core import options, render
+from sidecar.core.model import Certificate, ContainerInfo, Problem, Site, SourceKind, Upstream
 
 from .stack import IMAGES
 

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import docker
 import pytest
 
-from sidecar.reconciler import QUICK_RETRIES
+from sidecar.engine.reconciler import QUICK_RETRIES
 
 from .stack import ARTIFACTS, Stack, free_port, new_stack, wait_for
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
-from sidecar.certs import parse_certificate
-from sidecar.model import Certificate, ContainerInfo, Site, SourceKind, Upstream
+from sidecar.state.certs import parse_certificate
+from sidecar.core.model import Certificate, ContainerInfo, Site, SourceKind, Upstream
 
 from .certfactory import make_cert
 

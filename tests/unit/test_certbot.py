@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.certbot import Failure, arguments, classify
-from sidecar.planner import Action
-from sidecar.settings import Settings
+from sidecar.core.certbot import Failure, arguments, classify
+from sidecar.core.planner import Action
+from sidecar.core.settings import Settings
 
 from .builders import NOW
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.certs import parse_certificate, read_lineages, renewal_server
+from sidecar.state.certs import parse_certificate, read_lineages, renewal_server
 
 from .certfactory import CA_NAME, ca_key_identifier, ca_pem, make_cert, write_lineage
 
@@ -126,7 +126,7 @@ def test_renewal_server_missing_file(certs_dir: Path) -> None:
 
 
 def test_cache_skips_unchanged_lineages_and_rereads_changed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sidecar.certs as certs_mod
+    import sidecar.state.certs as certs_mod
 
     write_lineage(tmp_path, "a.example.com")
     write_lineage(tmp_path, "b.example.com")

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from sidecar.desired import merge
-from sidecar.model import Problem, SourceKind, Upstream
+from sidecar.core.desired import merge
+from sidecar.core.model import Problem, SourceKind, Upstream
 
 from .builders import site
 

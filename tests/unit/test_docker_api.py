@@ -6,8 +6,8 @@ import docker.errors
 import pytest
 import requests.exceptions
 
-from sidecar.docker_api import _translated
-from sidecar.errors import ConfigError, DockerUnavailable
+from sidecar.adapters.docker_api import _translated
+from sidecar.core.errors import ConfigError, DockerUnavailable
 
 
 def _api_error(cls: type[docker.errors.APIError], explanation: str) -> docker.errors.APIError:

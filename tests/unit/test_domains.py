@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain, parse_domain_list
+from sidecar.core.domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain, parse_domain_list
 
 VALID = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 

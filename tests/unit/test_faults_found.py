@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import nginx, settings
-from sidecar.model import ContainerInfo
-from sidecar.reconciler import Reconciler
+from sidecar.state import files
+
+from sidecar.core import settings
+from sidecar.core.model import ContainerInfo
+from sidecar.engine.reconciler import Reconciler
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -24,16 +26,16 @@ def test_remove_temp_files_removes_only_atomic_write_leftovers(tmp_path: Path) -
             tmp_path / "state" / "x.json"]
     for p in debris + keep:
         p.write_text("x")
-    removed = nginx.remove_temp_files([tmp_path / "conf", tmp_path / "state", tmp_path / "missing"])
+    removed = files.remove_temp_files([tmp_path / "conf", tmp_path / "state", tmp_path / "missing"])
     assert sorted(removed) == sorted(str(p) for p in debris)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in debris)
 
 
 def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
-    nginx.atomic_write(tmp_path / "f.conf", "a")
-    nginx.atomic_write(tmp_path / "f.conf", "b")
+    files.atomic_write(tmp_path / "f.conf", "a")
+    files.atomic_write(tmp_path / "f.conf", "b")
     assert [p.name for p in tmp_path.iterdir()] == ["f.conf"]
-    assert nginx.remove_temp_files([tmp_path]) == []
+    assert files.remove_temp_files([tmp_path]) == []
 
 
 # -- while its own nginx is re-created, a sidecar took another stack's nginx ------------------
@@ -75,7 +77,7 @@ def test_find_nginx_never_takes_another_stacks_nginx(
 @pytest.mark.parametrize("url", ["http://ap\tp:80", "http://app\n:80", "http://app:8\r0", "http://a pp:80",
                                  "http://app:8\x0b0"])
 def test_sites_file_upstream_with_whitespace_or_control_characters_is_refused(url: str) -> None:
-    from sidecar import sitesfile
+    from sidecar.sources import sitesfile
 
     with pytest.raises(ValueError, match="spaces and control characters"):
         sitesfile.parse_upstream(url)

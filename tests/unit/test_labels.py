@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.labels import site_from_container, sites_from_containers
-from sidecar.model import Problem, Site, SourceKind, Upstream
+from sidecar.sources.labels import site_from_container, sites_from_containers
+from sidecar.core.model import Problem, Site, SourceKind, Upstream
 
 from .builders import container
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.ledger import HISTORY_KEEP, Ledger
-from sidecar.planner import Attempt
+from sidecar.state.ledger import HISTORY_KEEP, Ledger
+from sidecar.core.planner import Attempt
 
 from .builders import NOW
 
@@ -119,7 +119,7 @@ def test_forget_drops_unwanted_lineages() -> None:
 def test_corrupt_file_is_moved_aside(tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "ledger.json"
     path.write_text(content)
-    with caplog.at_level(logging.ERROR, logger="sidecar.ledger"):
+    with caplog.at_level(logging.ERROR, logger="sidecar.state.ledger"):
         ledger = Ledger.load(path)
     assert ledger.attempts == {} and ledger.issued == [] and ledger.path == path
     assert not path.exists()

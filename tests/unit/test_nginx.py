@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.errors import NginxError
-from sidecar.nginx import apply, atomic_write, first_error_line, owned_files
-from sidecar.render import GLOBAL_FILE
+from sidecar.core.errors import NginxError
+from sidecar.adapters.nginx import apply, first_error_line, owned_files
+from sidecar.state.files import atomic_write
+from sidecar.core.render import GLOBAL_FILE
 
 G = GLOBAL_FILE
 A = "sidecar-site-a.example.com.conf"

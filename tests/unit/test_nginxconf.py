@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import nginxconf
-from sidecar.errors import InputError
-from sidecar.model import Hsts, Problem
-from sidecar.nginxconf import (
+from sidecar.core import nginxconf
+from sidecar.core.errors import InputError
+from sidecar.core.model import Hsts, Problem
+from sidecar.adapters.nginx import install_snippets
+from sidecar.core.nginxconf import (
     CertDemand,
     ConfSyntaxError,
     certificate_demands,
     conf_d_roots,
     default_server_ports,
     demands_from_files,
-    install_snippets,
     listen_port,
     parse,
     parse_tree,
@@ -26,7 +26,7 @@ from sidecar.nginxconf import (
     snippet_files,
     tokenize,
 )
-from sidecar.render import MOZILLA_INTERMEDIATE_CIPHERS, NginxTraits, tls_profile
+from sidecar.core.render import MOZILLA_INTERMEDIATE_CIPHERS, NginxTraits, tls_profile
 
 LE = "/etc/letsencrypt"
 

@@ -9,12 +9,16 @@ from typing import Any, Iterator
 
 import pytest
 
-from sidecar import cli, runlogs, settings
-from sidecar.errors import ConfigError
-from sidecar.events import PassSnapshot, SiteStatus
-from sidecar.httpserver import OpsApp, StatusBoard, StatusServer
-from sidecar.metrics import Metrics
-from sidecar.planner import Policy, plan
+from sidecar.ops import cli
+
+from sidecar.state import runlogs
+
+from sidecar.core import settings
+from sidecar.core.errors import ConfigError
+from sidecar.core.events import PassSnapshot, SiteStatus
+from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer
+from sidecar.ops.metrics import Metrics
+from sidecar.core.planner import Policy, plan
 
 from .builders import NOW, site
 

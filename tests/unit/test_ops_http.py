@@ -10,11 +10,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from sidecar import runlogs
-from sidecar.events import Event, Kind, PassSnapshot, SiteStatus
-from sidecar.httpserver import OpsApp, StatusBoard, StatusServer, health, plan_document, site_row
-from sidecar.metrics import Metrics
-from sidecar.planner import Action, Attempt, Policy, plan
+from sidecar.state import runlogs
+from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
+from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer, health, plan_document, site_row
+from sidecar.ops.metrics import Metrics
+from sidecar.core.planner import Action, Attempt, Policy, plan
 
 from .builders import NOW, cert, site
 

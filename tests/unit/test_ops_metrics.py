@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.events import Event, Kind, PassSnapshot, SiteStatus
-from sidecar.metrics import Metrics
+from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
+from sidecar.ops.metrics import Metrics
 
 from .builders import NOW
 

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from sidecar import runlogs
-from sidecar.errors import ConfigError
-from sidecar.events import Event, Kind, PassSnapshot, SiteStatus
-from sidecar.notify import Alert, Alerter, AlertPolicy, AppriseTarget, Dispatcher, combine, redact
+from sidecar.state import runlogs
+from sidecar.core.errors import ConfigError
+from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
+from sidecar.ops.notify import Alert, Alerter, AlertPolicy, AppriseTarget, Dispatcher, combine, redact
 
 from .builders import NOW
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from sidecar import runlogs, settings
-from sidecar.planner import Attempt
-from sidecar.reconciler import Reconciler
+from sidecar.state import runlogs
+
+from sidecar.core import settings
+from sidecar.core.planner import Attempt
+from sidecar.engine.reconciler import Reconciler
 
 from .builders import NOW, site
 

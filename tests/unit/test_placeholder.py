@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import certs, lineage
-from sidecar.placeholder import (
+from sidecar.state import certs, lineage
+from sidecar.state.placeholder import (
     MARKER,
     PLACEHOLDER_ORG,
     is_placeholder,

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.model import Certificate
-from sidecar.planner import Action, Attempt, Decision, Policy, backoff_delay, decide, plan, renewal_time
+from sidecar.core.model import Certificate
+from sidecar.core.planner import Action, Attempt, Decision, Policy, backoff_delay, decide, plan, renewal_time
 
 from .builders import NOW, cert, site
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sidecar.planner import Action, Decision
-from sidecar.reconciler import Reconciler
-from sidecar.settings import Settings
+from sidecar.core.planner import Action, Decision
+from sidecar.engine.reconciler import Reconciler
+from sidecar.core.settings import Settings
 
 from .builders import site
 
@@ -50,7 +50,7 @@ def test_an_account_wide_rate_limit_pauses_new_orders_for_every_site_but_not_ren
 
 
 def test_reload_batching_during_a_burst() -> None:
-    from sidecar.reconciler import reload_due
+    from sidecar.engine.reconciler import reload_due
 
     inf = float("inf")
     assert reload_due(inf, 10, running=True, queued=True)          # the first certificate: at once
@@ -67,7 +67,7 @@ def test_reload_batching_during_a_burst() -> None:
 
 def test_a_burst_of_100_even_completions_takes_at_most_five_reloads() -> None:
     """Simulated: 100 certificates, 8 at a time, one every 0.42 s from t=3 s (about 45 s in all)."""
-    from sidecar.reconciler import reload_due
+    from sidecar.engine.reconciler import reload_due
 
     done_at = [3 + 0.42 * i for i in range(100)]
     last, pending, reloads, t = float("-inf"), False, 0, 0.0
@@ -85,7 +85,9 @@ def test_ari_questions_beyond_the_time_budget_wait_for_the_next_pass(tmp_path: P
     """A thousand certificates must not hold up planning: each pass asks the CA for a second at most."""
     import time as time_mod
 
-    from sidecar import ari, reconciler as reconciler_mod
+    from sidecar.adapters import ari
+
+    from sidecar.engine import reconciler as reconciler_mod
 
     from .builders import cert
 
@@ -116,7 +118,7 @@ def test_after_a_big_reload_a_sample_of_sites_is_checked_over_tls(tmp_path: Path
     deadline and rolled the whole start-up back, found by bench/startup.py)."""
     from types import SimpleNamespace
 
-    from sidecar import reconciler as reconciler_mod
+    from sidecar.engine import reconciler as reconciler_mod
 
     names = [f"s{i}.example" for i in range(1000)]
     lineages = {n: SimpleNamespace(serial=i) for i, n in enumerate(names)}
@@ -144,7 +146,7 @@ def test_after_a_big_reload_a_sample_of_sites_is_checked_over_tls(tmp_path: Path
 
 
 def test_a_restart_with_nothing_changed_does_not_reload_nginx(tmp_path: Path) -> None:
-    from sidecar import nginx
+    from sidecar.adapters import nginx
 
     class Control:
         reloads = 0
@@ -178,7 +180,7 @@ def test_a_restart_with_nothing_changed_does_not_reload_nginx(tmp_path: Path) ->
 def test_a_lineage_read_that_overlaps_a_certbot_run_is_not_kept(tmp_path: Path, monkeypatch: Any) -> None:
     """Found by the 100-site bench: the loop read the lineages while a certbot thread moved a new one
     into place; that stale read was kept, so the new certificate went unlogged and was requested again."""
-    from sidecar import certs
+    from sidecar.state import certs
 
     r = reconciler(tmp_path, certs_dir=tmp_path / "le")
     disk: dict[str, Any] = {}
@@ -202,11 +204,11 @@ def test_the_status_file_is_rewritten_only_when_it_changes(tmp_path: Path, monke
     """Four calls a second while certbot runs: one write per change (or per half minute), not per call."""
     from types import SimpleNamespace
 
-    from sidecar import nginx
-    from sidecar import reconciler as reconciler_mod
+    from sidecar.state import files
+    from sidecar.engine import reconciler as reconciler_mod
 
     writes: list[str] = []
-    monkeypatch.setattr(nginx, "atomic_write", lambda path, text: writes.append(text))
+    monkeypatch.setattr(files, "atomic_write", lambda path, text: writes.append(text))
     clock = [1000.0]
     monkeypatch.setattr(reconciler_mod.time, "monotonic", lambda: clock[0])
     r = reconciler(tmp_path)
@@ -222,8 +224,9 @@ def test_the_status_file_is_rewritten_only_when_it_changes(tmp_path: Path, monke
 
 
 def test_warm_up_registers_the_account_once_and_lets_the_loop_go_on(tmp_path: Path, monkeypatch: Any) -> None:
-    from sidecar import lineage, ratelimits, render
-    from sidecar.docker_api import RunResult
+    from sidecar.state import lineage
+    from sidecar.core import ratelimits, render
+    from sidecar.adapters.docker_api import RunResult
 
     loaded: list[str] = []
     monkeypatch.setattr(ratelimits, "registered_domain", lambda name: loaded.append("psl") or name)

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar.model import Site, Upstream
-from sidecar.render import (
+from sidecar.core.model import Site, Upstream
+from sidecar.core.render import (
     GLOBAL_FILE,
     MOZILLA_INTERMEDIATE_CIPHERS,
     NginxTraits,

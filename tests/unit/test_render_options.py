@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import options, settings
-from sidecar.errors import ConfigError
-from sidecar.labels import site_from_container
-from sidecar.model import Hsts, Problem, Site, SiteOptions
-from sidecar.nginx import apply
-from sidecar.render import (
+from sidecar.core import options, settings
+from sidecar.core.errors import ConfigError
+from sidecar.sources.labels import site_from_container
+from sidecar.core.model import Hsts, Problem, Site, SiteOptions
+from sidecar.adapters.nginx import apply
+from sidecar.core.render import (
     GLOBAL_FILE,
     NginxTraits,
     check_templates,
@@ -23,7 +23,7 @@ from sidecar.render import (
     render_site,
     traits_from,
 )
-from sidecar.sitesfile import parse_sites_file
+from sidecar.sources.sitesfile import parse_sites_file
 
 from .builders import assert_nginx_syntax_sane, cert, container, site
 
@@ -534,7 +534,7 @@ def test_a_broken_snippet_holds_back_only_its_site(tmp_path: Path, already_live:
 
 
 def test_hand_written_default_server_moves_the_sidecars_listeners_to_names() -> None:
-    from sidecar.render import NginxTraits, render_global
+    from sidecar.core.render import NginxTraits, render_global
 
     plain = render_global("/var/www/acme", NginxTraits())
     assert "listen 80 default_server;" in plain and "default_server;" in plain.split("listen 443")[1]

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import pytest
 
-from sidecar import runner
-from sidecar.docker_api import ExecResult, RunResult
-from sidecar.errors import DockerUnavailable
+from sidecar.adapters import runner
+from sidecar.adapters.docker_api import ExecResult, RunResult
+from sidecar.core.errors import DockerUnavailable
 
 SANDBOX = runner.Sandbox(image="certbot/certbot:v4.0.0", volumes={"certs": {"bind": "/etc/letsencrypt", "mode": "rw"}},
                          network_mode="container:abc", labels={"role": "certbot"}, timeout=300)
@@ -90,7 +90,7 @@ def test_an_engine_error_with_the_container_still_there_is_reported() -> None:
 
 
 def test_an_image_without_a_shell_gets_a_clear_error() -> None:
-    from sidecar.errors import ConfigError
+    from sidecar.core.errors import ConfigError
 
     class NoShell(FakeEngine):
         def start_detached(self, image: str, command: list[str], **kw: Any) -> str:
@@ -147,9 +147,9 @@ def test_run_script_gives_certbot_private_scratch_dirs_and_removes_them(tmp_path
 
 def test_parallel_runs_never_share_certbots_lock_dirs(tmp_path: Path, fake_certbot: dict[str, str]) -> None:
     """certbot locks its work dir: the real arguments must leave the runner's scratch dirs in force."""
-    from sidecar import certbot
-    from sidecar.planner import Action
-    from sidecar.settings import Settings
+    from sidecar.core import certbot
+    from sidecar.core.planner import Action
+    from sidecar.core.settings import Settings
 
     args = certbot.arguments(Settings(acme_server="https://ca.test/dir"), "a.example", ("a.example",), Action.ISSUE)
     seen = []

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.errors import ConfigError
-from sidecar.settings import (
+from sidecar.core.errors import ConfigError
+from sidecar.core.settings import (
     DEFAULT_CERTBOT_IMAGE,
     LETSENCRYPT_PRODUCTION,
     LETSENCRYPT_STAGING,

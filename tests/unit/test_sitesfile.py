@@ -4,9 +4,9 @@ import textwrap
 
 import pytest
 
-from sidecar.errors import InputError
-from sidecar.model import SourceKind, Upstream
-from sidecar.sitesfile import parse_sites_file, parse_upstream
+from sidecar.core.errors import InputError
+from sidecar.core.model import SourceKind, Upstream
+from sidecar.sources.sitesfile import parse_sites_file, parse_upstream
 
 PATH = "/config/sites.yml"
 

@@ -27,8 +27,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
-from . import __version__, settings as settings_mod
-from .errors import ConfigError, DockerUnavailable, InputError
+from sidecar import __version__
+
+from sidecar.core import settings as settings_mod
+from sidecar.core.errors import ConfigError, DockerUnavailable, InputError
 
 CLIENT_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 4.0
@@ -63,11 +65,11 @@ def setup_logging(fmt: str, level: str) -> None:
 
 
 def _run(cfg: settings_mod.Settings) -> int:
-    from .docker_api import Docker
-    from .httpserver import OpsApp, StatusBoard, StatusServer
-    from .metrics import Metrics
-    from .notify import Alerter
-    from .reconciler import Reconciler
+    from sidecar.adapters.docker_api import Docker
+    from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer
+    from sidecar.ops.metrics import Metrics
+    from sidecar.ops.notify import Alerter
+    from sidecar.engine.reconciler import Reconciler
 
     log = logging.getLogger("sidecar")
     log.info("nginx-acme-sidecar %s starting", __version__)
@@ -282,8 +284,8 @@ def format_plan(doc: dict[str, Any]) -> str:
 # -- commands --------------------------------------------------------------------------
 def _status_from_file(cfg: settings_mod.Settings, why: str) -> dict[str, Any] | None:
     """What ``status`` can say without the running sidecar: the status file, certificates on disk."""
-    from . import certs, runlogs
-    from .reconciler import STATUS_FILE
+    from sidecar.state import certs, runlogs
+    from sidecar.engine.reconciler import STATUS_FILE
 
     try:
         data = json.loads((cfg.state_dir / STATUS_FILE).read_text(encoding="utf-8"))
@@ -374,7 +376,7 @@ def _health(cfg: settings_mod.Settings, as_json: bool) -> int:
         code, doc = request(cfg, "GET", "/healthz", timeout=HEALTH_TIMEOUT)
         ok = code == 200
     except Unreachable as exc:
-        from .reconciler import health
+        from sidecar.engine.reconciler import health
 
         ok, message = health(cfg)
         doc = {"status": "ok" if ok else "unhealthy", "from": "status file", "message": message,
@@ -400,8 +402,9 @@ def _find_nginx(cfg: settings_mod.Settings, containers: Sequence[Any]) -> Any:
 
 def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     """Validate the environment, the sites file and every labelled container's labels."""
-    from . import desired, labels, sitesfile
-    from .model import Problem
+    from sidecar.core import desired
+    from sidecar.sources import labels, sitesfile
+    from sidecar.core.model import Problem
 
     doc: dict[str, Any] = {"settings": {"acme_server": cfg.acme_server, "label_prefix": cfg.label_prefix,
                                         "sites_file": str(cfg.sites_file) if cfg.sites_file else None},
@@ -421,7 +424,7 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
             problems.append(Problem(exc.source, exc.message))
     label_sites: list[Any] = []
     try:
-        from .docker_api import Docker
+        from sidecar.adapters.docker_api import Docker
 
         containers = Docker(timeout=10).list_containers()
         nginx_c = _find_nginx(cfg, containers)

@@ -40,18 +40,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from .domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain
-from .errors import InputError
-from .model import Problem
+from sidecar.core.domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain
+from sidecar.core.errors import InputError
+from sidecar.core.model import Problem
+from sidecar.core.names import LINEAGE_NAME as _LINEAGE_NAME, OWNED_PREFIX, TEMP_PREFIX
 
-OWN_PREFIX = "sidecar-"  # the sidecar's own files in conf.d (render.OWNED_PREFIX); never parsed
 SNIPPETS_DIRNAME = "sidecar-include"  # NGINX_CONF_DIR/sidecar-include/*.conf: snippets for users
 MAX_INCLUDE_DEPTH = 20
 # Includes are followed only where a server block, server_name or ssl_certificate can be.
 _FOLLOW_INCLUDES_IN = frozenset({"main", "http", "server"})
 _BLANK = " \t\r\n"
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_LINEAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNESCAPE = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 
 
@@ -408,7 +407,7 @@ class _Walk:
 
 
 def _is_own(name: str) -> bool:
-    return name.startswith(OWN_PREFIX) and name.endswith(".conf")
+    return name.startswith(OWNED_PREFIX) and name.endswith(".conf")
 
 
 def parse_tree(
@@ -456,7 +455,7 @@ def relevant_change(path: str) -> bool:
     name = parts[-1] if parts else ""
     if SNIPPETS_DIRNAME in parts:
         return False
-    return not (name.startswith(OWN_PREFIX) or name.startswith(".sidecar-tmp-"))
+    return not (name.startswith(OWNED_PREFIX) or name.startswith(TEMP_PREFIX))
 
 
 # -- certificate demands ---------------------------------------------------------
@@ -634,38 +633,15 @@ def snippet_files(webroot: str = "/var/www/acme") -> dict[str, str]:
     if not _SAFE_PATH.fullmatch(webroot):
         raise ValueError(f"webroot {webroot!r}: only absolute paths of letters, digits, '._-/' fit in a snippet")
     found: dict[str, str] = {}
-    for entry in sorted(resources.files("sidecar").joinpath("snippets").iterdir(), key=lambda e: e.name):
+    for entry in sorted(resources.files("sidecar.core").joinpath("snippets").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".conf") and entry.is_file():
             text = entry.read_text(encoding="utf-8")
             found[entry.name] = text.replace(_WEBROOT_LINE, f"root {webroot.rstrip('/') or '/'};")
     return found
 
 
-def install_snippets(conf_dir: Path, webroot: str = "/var/www/acme") -> list[str]:
-    """Write the snippets to ``conf_dir/sidecar-include/`` (atomically, only when changed).
-
-    Call it before the first ``nginx -t``: a user file may already include them.
-    Returns the names written.
-    """
-    from .nginx import atomic_write
-
-    target = conf_dir / SNIPPETS_DIRNAME
-    target.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    for name, content in snippet_files(webroot).items():
-        path = target / name
-        try:
-            if path.read_text(encoding="utf-8") == content:
-                continue
-        except (OSError, ValueError):
-            pass
-        atomic_write(path, content)
-        written.append(name)
-    return written
-
-
 __all__ = [
     "CertDemand", "ConfSyntaxError", "Directive", "ParsedConfig", "ServerBlock", "Token",
-    "certificate_demands", "conf_d_roots", "default_server_ports", "demands_from_files", "install_snippets",
+    "certificate_demands", "conf_d_roots", "default_server_ports", "demands_from_files",
     "listen_port", "parse", "parse_tree", "read_text", "relevant_change", "snippet_files", "tokenize",
 ]

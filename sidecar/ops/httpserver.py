@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import runlogs
-from .events import Event, Kind, PassSnapshot, SiteStatus
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
-from .planner import Plan
+from sidecar.state import runlogs
+from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
+from sidecar.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from sidecar.core.planner import Plan
 
 log = logging.getLogger("sidecar")
 

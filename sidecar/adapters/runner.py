@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
-from .docker_api import Docker, RunResult
-from .errors import ConfigError, DockerUnavailable
+from sidecar.adapters.docker_api import Docker, RunResult
+from sidecar.core.errors import ConfigError, DockerUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .lineage import STAGING
+from sidecar.core.names import LINEAGE_NAME as _NAME
+from sidecar.state.files import fsync_dir
+from sidecar.state.lineage import STAGING
 
 PLACEHOLDER_ORG = "nginx-acme-sidecar placeholder"
 MARKER = ".sidecar-placeholder"
 VALIDITY = timedelta(days=90)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def make_placeholder(domains: Sequence[str], now: datetime | None = None) -> tuple[bytes, bytes]:
@@ -125,19 +126,6 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.chmod(path, mode)  # regardless of the umask
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _scratch(certs_dir: Path, what: str, name: str) -> Path:
     """A fresh directory on the certificate volume (``lineage.recover`` clears leftovers at start)."""
     root = certs_dir / STAGING
@@ -167,11 +155,11 @@ def write_placeholder(certs_dir: Path, name: str, domains: Sequence[str], now: d
                 "replaced by the real certificate as soon as it is issued.\n")
         _write(tmp / MARKER, note.encode("utf-8"), 0o644)
         os.chmod(tmp, 0o755)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if os.path.lexists(target):
             return False
         os.rename(tmp, target)
-        _fsync_dir(live)
+        fsync_dir(live)
         return True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
@@ -187,7 +175,7 @@ def remove_placeholder(certs_dir: Path, name: str) -> bool:
         return False
     aside = _scratch(certs_dir, "placeholder-removed", name)
     os.rename(certs_dir / "live" / name, aside / name)
-    _fsync_dir(certs_dir / "live")
+    fsync_dir(certs_dir / "live")
     shutil.rmtree(aside, ignore_errors=True)
     return True
 
@@ -214,7 +202,7 @@ def set_aside(certs_dir: Path, name: str) -> Iterator[bool]:
                 target.rmdir()
             if not os.path.lexists(target):
                 os.rename(aside / name, target)
-            _fsync_dir(certs_dir / "live")
+            fsync_dir(certs_dir / "live")
         finally:
             shutil.rmtree(aside, ignore_errors=True)
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 from urllib.parse import urlsplit
 
-from . import runlogs
-from .errors import ConfigError
-from .events import Event, Kind, PassSnapshot
-from .nginx import atomic_write
+from sidecar.state import runlogs
+from sidecar.core.errors import ConfigError
+from sidecar.core.events import Event, Kind, PassSnapshot
+from sidecar.state.files import atomic_write
 
 log = logging.getLogger("sidecar")
 

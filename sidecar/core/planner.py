@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping
 
-from .model import Certificate, Site
+from sidecar.core.model import Certificate, Site
 
 BACKOFF = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100), timedelta(days=1))
 SHORT_LIVED = timedelta(days=10)

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from .model import Certificate, Problem
+from sidecar.core.model import Certificate, Problem
 
 
 def _key_type(cert: x509.Certificate) -> str:

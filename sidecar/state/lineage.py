@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .nginx import atomic_write
+from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
 

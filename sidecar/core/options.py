@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Mapping
 
-from .model import Hsts, SiteOptions
+from sidecar.core.model import Hsts, SiteOptions
+from sidecar.core.names import PROFILE_NAME
 
 OPTION_KEYS = ("tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile")
 HEADER_PREFIX = "header."
@@ -44,7 +45,6 @@ REDIRECTS = ("www-to-apex", "apex-to-www")
 KEY_TYPES = ("ecdsa", "rsa")
 
 _SIZE = re.compile(r"([0-9]{1,12})([kmg]?)")
-_PROFILE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # An RFC 9110 token, minus "$" and "'" (and starting with a letter or digit) so the
 # name can never be read by nginx as a variable or a quote.
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#%&*+.^_`|~-]{0,63}")
@@ -178,7 +178,7 @@ def parse_key_type(raw: object) -> str:
 
 def parse_profile(raw: object) -> str:
     value = _text("profile", raw)
-    if not _PROFILE.fullmatch(value):
+    if not PROFILE_NAME.fullmatch(value):
         raise OptionError("profile", f"{_show(raw)}: an ACME profile name like classic, tlsserver or shortlived")
     return value
 

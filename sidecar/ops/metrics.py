@@ -33,7 +33,7 @@ from collections import Counter as Tally
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .events import Event, Kind, PassSnapshot
+from sidecar.core.events import Event, Kind, PassSnapshot
 
 NS = "nginx_acme"
 STATES = ("ok", "issue", "expand", "rekey", "renew", "wait")

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import options
-from .domains import DomainError, normalize_domains, parse_domain_list
-from .errors import InputError
-from .model import Problem, Site, SourceKind, Upstream
+from sidecar.core import options
+from sidecar.core.domains import DomainError, normalize_domains, parse_domain_list
+from sidecar.core.errors import InputError
+from sidecar.core.model import Problem, Site, SourceKind, Upstream
 
 ENTRY_KEYS = ("domains", "upstream") + options.OPTION_KEYS + ("headers",)
 MAX_FILE_BYTES = 1_000_000

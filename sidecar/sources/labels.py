@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from . import options
-from .domains import DomainError, parse_domain_list
-from .model import ContainerInfo, Problem, Site, SourceKind, Upstream
+from sidecar.core import options
+from sidecar.core.domains import DomainError, parse_domain_list
+from sidecar.core.model import ContainerInfo, Problem, Site, SourceKind, Upstream
 
 KNOWN_KEYS = ("domains", "port", "network", "scheme")
 

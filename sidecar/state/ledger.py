@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .nginx import atomic_write
-from .planner import Attempt
+from sidecar.state.files import atomic_write
+from sidecar.core.planner import Attempt
 
 log = logging.getLogger(__name__)
 

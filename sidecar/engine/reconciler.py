@@ -31,14 +31,20 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from . import ari, certbot, certs, desired, nginxconf, placeholder, labels, lineage, nginx, ratelimits, render, runlogs, runner, sitesfile
-from .docker_api import Docker
-from .errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
-from .events import Event, Kind, Observers, PassSnapshot, SiteStatus
-from .ledger import Ledger
-from .model import Certificate, ContainerInfo, DesiredState, Problem, Site, SiteOptions, SourceKind
-from .planner import Action, Decision, Plan, Policy, ari_plausible, backoff_delay, plan, renewal_time
-from .settings import Settings
+from sidecar.adapters import ari, nginx, runner
+
+from sidecar.core import certbot, desired, names, nginxconf, ratelimits, render
+
+from sidecar.state import certs, files, lineage, placeholder, runlogs
+
+from sidecar.sources import labels, sitesfile
+from sidecar.adapters.docker_api import Docker
+from sidecar.core.errors import ConfigError, DockerUnavailable, InputError, NginxError, SidecarError
+from sidecar.core.events import Event, Kind, Observers, PassSnapshot, SiteStatus
+from sidecar.state.ledger import Ledger
+from sidecar.core.model import Certificate, ContainerInfo, DesiredState, Problem, Site, SiteOptions, SourceKind
+from sidecar.core.planner import Action, Decision, Plan, Policy, ari_plausible, backoff_delay, plan, renewal_time
+from sidecar.core.settings import Settings
 
 log = logging.getLogger("sidecar")
 
@@ -296,12 +302,12 @@ class Reconciler:
         if removed:
             log.info("removed %d leftover certbot container(s) from an earlier run", removed)
         probes = (s.webroot_dir / ".well-known" / "acme-challenge").glob("sidecar-probe-*")
-        temp_files = nginx.remove_temp_files([s.conf_dir, s.state_dir, s.certs_dir])
+        temp_files = files.remove_temp_files([s.conf_dir, s.state_dir, s.certs_dir])
         for leftover in [*lineage.recover(s.certs_dir), *temp_files]:
             log.warning("cleaned up after an interrupted run: removed %s", leftover)
         for probe in probes:
             probe.unlink(missing_ok=True)
-        for name in nginxconf.install_snippets(s.conf_dir, str(s.webroot_dir)):
+        for name in nginx.install_snippets(s.conf_dir, str(s.webroot_dir)):
             log.info("include snippet for hand-written configs: %s", s.conf_dir / nginxconf.SNIPPETS_DIRNAME / name)
         self.docker.ensure_image(s.certbot_image)
         sandbox = runner.Sandbox(
@@ -383,7 +389,7 @@ class Reconciler:
         last_good = self.settings.state_dir / LAST_GOOD_SITES
         try:
             if not last_good.exists() or last_good.read_text(encoding="utf-8") != text:
-                nginx.atomic_write(last_good, text)
+                files.atomic_write(last_good, text)
         except OSError as exc:
             log.warning("cannot keep a copy of the sites file in %s: %s", last_good, exc)
         return sites, problems
@@ -465,7 +471,7 @@ class Reconciler:
         traits = self.probe_nginx(nginx_c.id)
         conf_sites = [x for x in state.sites if x.source_kind == SourceKind.NGINX_CONF]
         try:  # put the include snippets back if the conf volume was emptied (writes only on change)
-            nginxconf.install_snippets(self.settings.conf_dir, str(self.settings.webroot_dir))
+            nginx.install_snippets(self.settings.conf_dir, str(self.settings.webroot_dir))
         except OSError as exc:
             log.warning("cannot write the include snippets: %s", exc)
         wanted = render.render_all(
@@ -505,7 +511,7 @@ class Reconciler:
             if filename in live:
                 log.info("%s accepted by nginx again", filename)
                 del self.memory.rejected[filename]
-        by_file = {render.site_filename(s.name): s for s in state.sites}
+        by_file = {names.site_filename(s.name): s for s in state.sites}
         for filename in sorted(live - self.memory.live):
             site = by_file.get(filename)
             if site is not None:
@@ -540,7 +546,7 @@ class Reconciler:
     def _remember_loaded(self, nginx_id: str, fingerprint: tuple[object, ...], owned: Mapping[str, str]) -> None:
         """Kept across restarts, so a restart with nothing changed does not reload nginx."""
         try:
-            nginx.atomic_write(self.settings.state_dir / LOADED_FILE,
+            files.atomic_write(self.settings.state_dir / LOADED_FILE,
                                self._loaded_digest(nginx_id, fingerprint, owned) + "\n")
         except OSError as exc:
             log.warning("cannot write %s: %s", self.settings.state_dir / LOADED_FILE, exc)
@@ -675,7 +681,7 @@ class Reconciler:
         except OSError as exc:
             raise ConfigError(f"ACME_CA_BUNDLE={bundle}: cannot read it: {exc}") from exc
         if not target.exists() or target.read_bytes() != data:
-            nginx.atomic_write(target, data.decode("utf-8", "replace"))
+            files.atomic_write(target, data.decode("utf-8", "replace"))
         return {"REQUESTS_CA_BUNDLE": str(target)}
 
     def _drop_account(self, config_dir: Path) -> None:
@@ -1047,7 +1053,7 @@ class Reconciler:
                     "state": d.action.value,
                     "reason": d.reason,
                     "at": d.at.isoformat() if d.at else None,
-                    "live": render.site_filename(d.site.name) in self.memory.live,
+                    "live": names.site_filename(d.site.name) in self.memory.live,
                 }
                 for d in decisions
             ],
@@ -1060,7 +1066,7 @@ class Reconciler:
             attempt = self.ledger.attempts.get(d.site.name)
             statuses.append(SiteStatus(
                 name=d.site.name, domains=d.site.domains, source=d.site.source, state=d.action.value,
-                reason=d.reason, live=render.site_filename(d.site.name) in self.memory.live,
+                reason=d.reason, live=names.site_filename(d.site.name) in self.memory.live,
                 not_after=cert.not_after if cert else None,
                 not_before=cert.not_before if cert else None,
                 next_renewal=d.at if d.action == Action.OK else None,
@@ -1082,7 +1088,7 @@ class Reconciler:
         if content == self._status_content and now - self._status_written < 30:
             return
         try:
-            nginx.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
+            files.atomic_write(self.settings.state_dir / STATUS_FILE, json.dumps(data, indent=1) + "\n")
             self._status_content, self._status_written = content, now
         except OSError as exc:
             log.warning("cannot write status file: %s", exc)

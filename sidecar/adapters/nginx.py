@@ -11,19 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-from .errors import NginxError
-from .render import GLOBAL_FILE, OWNED_PREFIX
+from sidecar.core import nginxconf
+from sidecar.core.errors import NginxError
+from sidecar.core.names import OWNED_PREFIX, site_filename
+from sidecar.core.render import GLOBAL_FILE
+from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
-# Temporary files of ``atomic_write``; only a killed process leaves one behind.
-TEMP_PREFIX = ".sidecar-tmp-"
 
 
 class NginxControl(Protocol):
@@ -42,47 +42,25 @@ class ApplyResult:
     reloaded: bool = False
 
 
-def atomic_write(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` so readers see the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
+def install_snippets(conf_dir: Path, webroot: str = "/var/www/acme") -> list[str]:
+    """Write the snippets to ``conf_dir/sidecar-include/`` (atomically, only when changed).
+
+    Call it before the first ``nginx -t``: a user file may already include them.
+    Returns the names written.
+    """
+    target = conf_dir / nginxconf.SNIPPETS_DIRNAME
+    target.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    for name, content in nginxconf.snippet_files(webroot).items():
+        path = target / name
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
+            if path.read_text(encoding="utf-8") == content:
+                continue
+        except (OSError, ValueError):
             pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def remove_temp_files(roots: list[Path]) -> list[str]:
-    """Delete what a process killed inside ``atomic_write`` leaves (``.sidecar-tmp-*``, never
-    read by anyone) under ``roots``. Call at start, before anything writes. Returns the paths."""
-    removed: list[str] = []
-    for root in roots:
-        for dirpath, _dirs, names in os.walk(root):
-            for name in names:
-                if name.startswith(TEMP_PREFIX):
-                    path = os.path.join(dirpath, name)
-                    try:
-                        os.unlink(path)
-                        removed.append(path)
-                    except OSError:
-                        pass
-    return removed
+        atomic_write(path, content)
+        written.append(name)
+    return written
 
 
 def owned_files(conf_dir: Path) -> dict[str, str]:
@@ -111,7 +89,7 @@ def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool]:
         path = Path(m.group(1))
         if path.name.startswith(OWNED_PREFIX):
             return path.name, False
-        owner = f"{OWNED_PREFIX}site-{path.parent.name}.conf"
+        owner = site_filename(path.parent.name)
         if f"include {path.parent}/*.conf;" in target.get(owner, ""):
             return owner, True
     return None, False

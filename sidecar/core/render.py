@@ -39,12 +39,12 @@ from typing import Any, Mapping
 
 import jinja2
 
-from . import __version__
-from .errors import ConfigError
-from .model import Certificate, Site, SourceKind, Upstream
-from .options import redirect_pairs
+from sidecar import __version__
+from sidecar.core.errors import ConfigError
+from sidecar.core.model import Certificate, Site, SourceKind, Upstream
+from sidecar.core.names import site_filename
+from sidecar.core.options import redirect_pairs
 
-OWNED_PREFIX = "sidecar-"
 GLOBAL_FILE = "sidecar-00-global.conf"
 TEMPLATE_NAMES = ("site.conf.j2", "global.conf.j2")
 
@@ -119,7 +119,7 @@ def tls_profile(traits: NginxTraits, profile: str = "intermediate") -> TlsProfil
     )
 
 
-_SHIPPED = jinja2.PackageLoader("sidecar", "templates")
+_SHIPPED = jinja2.PackageLoader("sidecar.core", "templates")
 
 
 def _comment(value: object) -> str:
@@ -164,10 +164,6 @@ def _render(name: str, templates_dir: str | None, **context: Any) -> str:
         line = getattr(exc, "lineno", None)
         where = f"{getattr(exc, 'name', None) or name}" + (f" line {line}" if line else "")
         raise ConfigError(f"TEMPLATES_DIR={templates_dir}: {where}: {_comment(exc.message or exc)}") from None
-
-
-def site_filename(site_name: str) -> str:
-    return f"{OWNED_PREFIX}site-{site_name}.conf"
 
 
 def upstream_name(site_name: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .nginx import atomic_write
+from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
 

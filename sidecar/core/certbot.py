@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from .planner import Action
-from .settings import Settings
+from sidecar.core.planner import Action
+from sidecar.core.settings import Settings
 
 
 class Failure(str, enum.Enum):

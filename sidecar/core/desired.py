@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from .model import DesiredState, Problem, Site
+from sidecar.core.model import DesiredState, Problem, Site
 
 
 def merge(

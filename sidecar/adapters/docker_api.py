@@ -19,8 +19,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .errors import ConfigError, DockerUnavailable
-from .model import ContainerInfo
+from sidecar.core.errors import ConfigError, DockerUnavailable
+from sidecar.core.model import ContainerInfo
 
 log = logging.getLogger(__name__)
 

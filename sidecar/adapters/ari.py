@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .model import Certificate
+from sidecar.core.model import Certificate
 
 log = logging.getLogger(__name__)
 

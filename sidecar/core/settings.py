@@ -15,7 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
+from sidecar.core.errors import ConfigError
+from sidecar.core.names import PROFILE_NAME
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -218,7 +219,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_=-]{1,512}", value):
             raise ConfigError(f"{key}: must be base64url text")  # never echo a secret
     profile = _str(env, "ACME_PROFILE")
-    if profile is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", profile):
+    if profile is not None and not PROFILE_NAME.fullmatch(profile):
         raise ConfigError(f"ACME_PROFILE={profile!r}: a profile name like classic, tlsserver or shortlived")
     server = _acme_server(env)
     limits = _choice(env, "RATE_LIMITS", "auto", ("auto", "letsencrypt", "letsencrypt-staging", "off"))
@@ -230,7 +231,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"SNIPPETS_DIR={snippets!r}: an absolute path of letters, digits and ._/- (or off)")
     templates_dir = _path(env, "TEMPLATES_DIR", None)
     if templates_dir is not None:
-        from . import render  # compiles the templates: a broken one stops the sidecar at start
+        from sidecar.core import render
 
         render.check_templates(str(templates_dir))
 

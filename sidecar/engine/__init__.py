@@ -1,0 +1,1 @@
+"""The level-triggered loop and its executors (issuer, nginx publisher, status reporter)."""

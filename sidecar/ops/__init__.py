@@ -1,0 +1,1 @@
+"""What operators touch: the command line, the HTTP status server, metrics and alerts."""

@@ -1,0 +1,72 @@
+"""Atomic file writes: readers see the old file or the new one, never half of one.
+
+Every file the sidecar writes (nginx config, ledger, status, run logs, copies) goes
+through :func:`atomic_write`: a temporary file next to the target, fsync, rename,
+fsync of the directory. A process killed in between leaves only a ``TEMP_PREFIX``
+file, which :func:`remove_temp_files` deletes at the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from sidecar.core.names import TEMP_PREFIX
+
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
+    """Write ``content`` to ``path`` so readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    try:
+        if isinstance(content, bytes):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_temp_files(roots: list[Path]) -> list[str]:
+    """Delete what a process killed inside ``atomic_write`` leaves (``.sidecar-tmp-*``, never
+    read by anyone) under ``roots``. Call at start, before anything writes. Returns the paths."""
+    removed: list[str] = []
+    for root in roots:
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                if name.startswith(TEMP_PREFIX):
+                    path = os.path.join(dirpath, name)
+                    try:
+                        os.unlink(path)
+                        removed.append(path)
+                    except OSError:
+                        pass
+    return removed

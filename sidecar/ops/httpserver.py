@@ -9,11 +9,13 @@ containers on the sidecar's networks (Prometheus).
 ``GET /metrics``            Prometheus text format (see ``metrics``)
 ``GET /status``             sites, certificates, next renewal and why, errors, certbot logs (JSON)
 ``GET /plan``               what the next pass would do now, without doing it (JSON)
+``GET /events?since=N``     the events after number N, oldest first, and the number to ask from next (JSON)
 ``POST /renew/<site>``      retry now (``?force=1``: renew even if not due); from loopback only
 ==========================  =================================================================
 
-``StatusBoard`` is the ``Observer`` that remembers the latest pass; the documents
-are built by pure functions so they can be tested without a server.
+``StatusBoard`` is the ``Observer`` that remembers the latest pass, ``EventJournal``
+the one that keeps the latest events, numbered; the documents are built by pure
+functions so they can be tested without a server.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import enum
 import threading
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -40,6 +44,8 @@ log = logging.getLogger("sidecar")
 # CERTBOT_TIMEOUT; older than this means the loop is stuck.
 HEALTH_MAX_AGE = timedelta(minutes=15)
 CERTBOT_ACTIONS = ("issue", "expand", "rekey", "renew")
+# How many events ``GET /events`` can look back on (a burst of 100 sites makes about 500).
+JOURNAL_SIZE = 1000
 
 
 def utcnow() -> datetime:
@@ -73,6 +79,70 @@ class StatusBoard:
     def state(self) -> tuple[PassSnapshot | None, bool, str]:
         with self._lock:
             return self.last, self.docker_ok, self.docker_error
+
+
+class EventJournal:
+    """Observer: the latest ``JOURNAL_SIZE`` events, numbered 1, 2, 3... in the order they came.
+
+    A client asks for the events after the last number it saw (``GET /events?since=N``).
+    Numbers start at 1 again when the process starts; ``started`` tells the runs apart.
+    """
+
+    def __init__(self, size: int = JOURNAL_SIZE, clock: Callable[[], datetime] = utcnow) -> None:
+        self.started = clock()
+        self._events: deque[tuple[int, Event]] = deque(maxlen=size)
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def event(self, event: Event) -> None:
+        with self._lock:
+            self._last += 1
+            self._events.append((self._last, event))
+
+    def snapshot(self, snap: PassSnapshot) -> None:
+        pass  # passes are the StatusBoard's business
+
+    def since(self, seq: int) -> tuple[list[tuple[int, Event]], int, int]:
+        """The events numbered above ``seq``, the number of the latest one, and how many of
+        those after ``seq`` are no longer kept."""
+        with self._lock:
+            kept = [(n, e) for n, e in self._events if n > seq]
+            first = self._events[0][0] if self._events else self._last + 1
+            return kept, self._last, max(0, first - 1 - max(seq, 0))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made plain: times as ISO 8601, enums as their value,
+    paths and anything unknown as text, tuples and sets as lists."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return json_safe(value.value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((json_safe(v) for v in value), key=str)
+    if isinstance(value, PurePath):
+        return str(value)
+    return str(value)
+
+
+def event_row(seq: int, event: Event) -> dict[str, Any]:
+    return {"seq": seq, "kind": event.kind.value, "at": event.at.isoformat(), "site": event.site,
+            "message": event.message, "details": json_safe(event.details)}
+
+
+def events_document(journal: EventJournal, since: int) -> dict[str, Any]:
+    """``GET /events?since=N``: ``next`` is the ``since`` to ask with next time."""
+    kept, last, missed = journal.since(since)
+    return {"events": [event_row(n, e) for n, e in kept], "next": last, "missed": missed,
+            "started": journal.started.isoformat()}
 
 
 def health(last: PassSnapshot | None, docker_ok: bool, docker_error: str, now: datetime,
@@ -172,6 +242,8 @@ class OpsApp:
     controls: Controls | None = None
     clock: Callable[[], datetime] = utcnow
     max_age: timedelta = HEALTH_MAX_AGE
+    # register it with the reconciler's observers (``reconciler.observers.add(app.journal)``)
+    journal: EventJournal = field(default_factory=EventJournal)
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         last, docker_ok, error = self.board.state()
@@ -192,6 +264,14 @@ class OpsApp:
         postponed = dict(getattr(self.controls, "_postponed", {}) or {})
         forced = frozenset(getattr(self.controls, "forced", ()) or ())
         return 200, plan_document(the_plan, self.clock(), postponed, forced)
+
+    def events(self, query: str) -> tuple[int, dict[str, Any]]:
+        raw = parse_qs(query).get("since", ["0"])[-1]
+        try:
+            since = int(raw)
+        except ValueError:
+            return 400, {"error": f"since={raw!r}: expected the number of the last event seen (0 for all)"}
+        return 200, events_document(self.journal, since)
 
     def renew(self, name: str, force: bool) -> tuple[int, dict[str, Any]]:
         if self.controls is None:
@@ -224,7 +304,8 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
             self._send(code, (json.dumps(doc, indent=1) + "\n").encode(), "application/json")
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            path = urlsplit(self.path).path.rstrip("/") or "/"
+            url = urlsplit(self.path)
+            path = url.path.rstrip("/") or "/"
             try:
                 if path == "/healthz":
                     self._json(*app.healthz())
@@ -234,8 +315,10 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
                     self._json(*app.status())
                 elif path == "/plan":
                     self._json(*app.plan())
+                elif path == "/events":
+                    self._json(*app.events(url.query))
                 elif path == "/":
-                    self._json(200, {"endpoints": ["/healthz", "/metrics", "/status", "/plan",
+                    self._json(200, {"endpoints": ["/healthz", "/metrics", "/status", "/plan", "/events?since=N",
                                                    "POST /renew/<site>[?force=1]"]})
                 else:
                     self._json(404, {"error": f"no such endpoint: {path}"})
@@ -281,6 +364,7 @@ class StatusServer:
             daemon_threads = True
             allow_reuse_address = True
 
+        self.app = app
         self.httpd = Server((addr, port), _handler(app))
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="status-server", daemon=True)
 

@@ -1,9 +1,11 @@
-"""The status server: health verdicts, status and plan documents, renew requests."""
+"""The status server: health verdicts, status and plan documents, the event journal, renew requests."""
 
 from __future__ import annotations
 
+import enum
 import http.client
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,7 +14,8 @@ import pytest
 
 from sidecar.state import runlogs
 from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
-from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer, health, plan_document, site_row
+from sidecar.ops.httpserver import (EventJournal, OpsApp, StatusBoard, StatusServer, events_document, health,
+                                    json_safe, plan_document, site_row)
 from sidecar.ops.metrics import Metrics
 from sidecar.core.planner import Action, Attempt, Policy, plan
 
@@ -111,6 +114,96 @@ def test_forced_renewal_only_turns_ok_into_renew_and_keeps_the_back_off() -> Non
     assert d.action == Action.ISSUE
 
 
+# -- the event journal ---------------------------------------------------------------------
+def _ev(site: str, kind: Kind = Kind.SITE_ADDED, **details: object) -> Event:
+    return Event(kind, NOW, site, f"{kind.value} {site}", dict(details))
+
+
+def test_journal_numbers_events_and_answers_what_came_after_a_number() -> None:
+    journal = EventJournal(clock=lambda: NOW)
+    assert events_document(journal, 0) == {"events": [], "next": 0, "missed": 0, "started": NOW.isoformat()}
+    for name in ("a", "b", "c"):
+        journal.event(_ev(name))
+    doc = events_document(journal, 0)
+    assert [(e["seq"], e["site"]) for e in doc["events"]] == [(1, "a"), (2, "b"), (3, "c")]
+    assert doc["next"] == 3
+    later = events_document(journal, 2)
+    assert [e["site"] for e in later["events"]] == ["c"] and later["next"] == 3
+    assert events_document(journal, 3)["events"] == []
+    journal.snapshot(_snap())  # passes are not events
+    assert events_document(journal, 3) == {"events": [], "next": 3, "missed": 0, "started": NOW.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("since", "seqs", "missed"),
+    [(0, [4, 5, 6], 3), (2, [4, 5, 6], 1), (3, [4, 5, 6], 0), (5, [6], 0), (9, [], 0)],
+    ids=["from-start", "partly-gone", "just-kept", "recent", "ahead"],
+)
+def test_journal_keeps_the_latest_events_and_says_how_many_were_dropped(since: int, seqs: list[int],
+                                                                       missed: int) -> None:
+    journal = EventJournal(size=3)
+    for i in range(6):
+        journal.event(_ev(f"s{i + 1}"))
+    doc = events_document(journal, since)
+    assert ([e["seq"] for e in doc["events"]], doc["missed"], doc["next"]) == (seqs, missed, 6)
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Thing:
+    def __str__(self) -> str:
+        return "a thing"
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        (NOW, NOW.isoformat()),
+        (None, None),
+        (_Colour.RED, "red"),
+        (Kind.RELOAD, "reload"),
+        (Path("/etc/x.conf"), "/etc/x.conf"),
+        (timedelta(seconds=90), 90.0),
+        (("a", NOW), ["a", NOW.isoformat()]),
+        ({"b", "a"}, ["a", "b"]),
+        ({"at": NOW, 1: [NOW]}, {"at": NOW.isoformat(), "1": [NOW.isoformat()]}),
+        (_Thing(), "a thing"),
+    ],
+    ids=["datetime", "none", "enum", "str-enum", "path", "timedelta", "tuple", "set", "nested", "other"],
+)
+def test_event_details_become_json(value: object, plain: object) -> None:
+    assert json_safe(value) == plain
+    json.dumps(json_safe(value))
+
+
+def test_journal_row_carries_every_field_of_the_event() -> None:
+    journal = EventJournal()
+    journal.event(_ev("a.example.com", Kind.CERT_FAILED, failure="rate-limited", next_attempt=NOW + MIN,
+                      written=("x.conf",)))
+    (row,) = events_document(journal, 0)["events"]
+    assert row == {"seq": 1, "kind": "cert_failed", "at": NOW.isoformat(), "site": "a.example.com",
+                   "message": "cert_failed a.example.com",
+                   "details": {"failure": "rate-limited", "next_attempt": (NOW + MIN).isoformat(),
+                               "written": ["x.conf"]}}
+
+
+def test_journal_numbers_stay_unique_and_in_order_with_many_writers() -> None:
+    journal = EventJournal(size=10_000)
+    writers = [threading.Thread(target=lambda w=w: [journal.event(_ev(f"{w}-{i}")) for i in range(500)])
+               for w in range(8)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    doc = events_document(journal, 0)
+    assert [e["seq"] for e in doc["events"]] == list(range(1, 4001)) and doc["next"] == 4000
+    for w in range(8):  # each writer's events in the order it wrote them
+        mine = [int(e["site"].split("-")[1]) for e in doc["events"] if e["site"].startswith(f"{w}-")]
+        assert mine == list(range(500))
+
+
 # -- the real server, with a fake reconciler ---------------------------------------------
 class FakeControls:
     def __init__(self) -> None:
@@ -173,3 +266,22 @@ def test_endpoints(server: tuple[StatusServer, StatusBoard, FakeControls]) -> No
     assert code == 404 and "no site named" in body
     assert _call(port, "GET", "/nope")[0] == 404
     assert _call(port, "POST", "/status")[0] == 404
+    assert "/events?since=N" in json.loads(_call(port, "GET", "/")[2])["endpoints"]
+
+
+def test_events_endpoint(server: tuple[StatusServer, StatusBoard, FakeControls]) -> None:
+    srv, _, _ = server
+    journal = srv.app.journal
+    journal.event(_ev("a.example.com", Kind.SITE_LIVE, domains=["a.example.com"]))
+    journal.event(Event(Kind.CERT_ISSUED, NOW, "a.example.com", "valid until", {"not_after": NOW + MIN}))
+    code, ctype, body = _call(srv.port, "GET", "/events")
+    doc = json.loads(body)
+    assert (code, ctype) == (200, "application/json")
+    assert [(e["seq"], e["kind"]) for e in doc["events"]] == [(1, "site_live"), (2, "cert_issued")]
+    assert doc["events"][1]["details"] == {"not_after": (NOW + MIN).isoformat()}
+    assert doc["next"] == 2 and doc["missed"] == 0
+    assert datetime.fromisoformat(doc["started"]) == journal.started
+    code, _, body = _call(srv.port, "GET", "/events/?since=1")
+    assert code == 200 and [e["seq"] for e in json.loads(body)["events"]] == [2]
+    code, _, body = _call(srv.port, "GET", "/events?since=two")
+    assert code == 400 and "since='two'" in json.loads(body)["error"]

@@ -13,6 +13,8 @@ import base64
 import json
 import logging
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sidecar.core.model import Certificate
+from sidecar.core.planner import ari_plausible
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +108,70 @@ class AriClient:
         except (OSError, ValueError, KeyError, TypeError, urllib.error.URLError) as exc:
             log.info("ARI: no renewal window for %s (%s); using 1/3 lifetime left", cert.name, exc)
             return None
+
+
+class AriWindows:
+    """Renewal windows from the CA, asked once per certificate and again as its Retry-After says.
+
+    Asking takes a round trip per certificate: with a thousand of them, the first passes plan
+    with what is known and the rest is asked in the next passes (``backlog``), within
+    ``seconds_per_pass`` each. A CA that does not answer is left alone for five minutes.
+    Thread-safe: the loop and ``plan`` previews on the HTTP thread share it.
+    """
+
+    def __init__(self, client: AriClient | None, seconds_per_pass: float = 1.0) -> None:
+        self.client = client
+        self.seconds_per_pass = seconds_per_pass
+        # lineage -> (serial, window or None, when to ask again)
+        self._cache: dict[str, tuple[int, tuple[datetime, datetime] | None, datetime]] = {}
+        self._down_until = datetime.min.replace(tzinfo=timezone.utc)
+        self.backlog = False  # some certificates were not asked about yet (time budget)
+        self._lock = threading.Lock()
+
+    def windows(self, lineages: dict[str, Certificate], now: datetime,
+                ask: bool = True) -> dict[str, tuple[datetime, datetime]]:
+        """The known window per lineage; with ``ask``, ask the CA what is missing or stale."""
+        if self.client is None:
+            return {}
+        out: dict[str, tuple[datetime, datetime]] = {}
+        deadline = time.monotonic() + self.seconds_per_pass
+        with self._lock:
+            if ask:
+                self.backlog = False
+            for name, cert in sorted(lineages.items()):
+                cached = self._cache.get(name)
+                if ask and (cached is None or cached[0] != cert.serial or now >= cached[2]):
+                    if time.monotonic() > deadline:
+                        self.backlog = True
+                    else:
+                        cached = self._ask(name, cert, cached, now)
+                if cached is not None and cached[0] == cert.serial and cached[1] is not None:
+                    out[name] = cached[1]
+        return out
+
+    def _ask(self, name: str, cert: Certificate,
+             cached: tuple[int, tuple[datetime, datetime] | None, datetime] | None,
+             now: datetime) -> tuple[int, tuple[datetime, datetime] | None, datetime]:
+        assert self.client is not None
+        window = None if now < self._down_until else self.client.window(cert, now)
+        if window is None:
+            if cert.authority_key_id is not None:
+                self._down_until = now + timedelta(minutes=5)  # the CA, not this certificate
+            entry: tuple[int, tuple[datetime, datetime] | None, datetime] = (cert.serial, None, now + timedelta(hours=1))
+        else:
+            if cached is None or cached[1] != (window.start, window.end):
+                plausible = ari_plausible(cert, (window.start, window.end))
+                log.info("site %s: the CA suggests renewing between %s and %s UTC (ARI)%s", name,
+                         f"{window.start:%Y-%m-%d %H:%M:%S}", f"{window.end:%Y-%m-%d %H:%M:%S}",
+                         "" if plausible else "; outside the certificate's validity, so ignored")
+            entry = (cert.serial, (window.start, window.end), window.recheck_at)
+        self._cache[name] = entry
+        return entry
+
+    def next_recheck(self, now: datetime) -> datetime | None:
+        """When a pass is needed to ask again (in a second while there is a backlog)."""
+        with self._lock:
+            times = [c[2] for c in self._cache.values()]
+            if self.backlog:
+                times.append(now + timedelta(seconds=1))
+        return min(times) if times else None

@@ -18,7 +18,8 @@ from typing import Callable, Mapping, Protocol
 from sidecar.core import nginxconf
 from sidecar.core.errors import NginxError
 from sidecar.core.names import OWNED_PREFIX, site_filename
-from sidecar.core.render import GLOBAL_FILE
+from sidecar.adapters.docker_api import Docker
+from sidecar.core.render import GLOBAL_FILE, NginxTraits, traits_from
 from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -191,3 +192,25 @@ def apply(
             raise NginxError(f"after the reload nginx did not serve what was written ({problem}); "
                              "previous configuration restored")
     return result
+
+
+class DockerNginx:
+    """``nginx -t`` / ``nginx -s reload`` / ``nginx -V`` in the nginx container, through ``docker exec``."""
+
+    def __init__(self, docker: Docker, container_id: str) -> None:
+        self.docker = docker
+        self.container_id = container_id
+
+    def test(self) -> tuple[bool, str]:
+        r = self.docker.exec(self.container_id, ["nginx", "-t"])
+        return r.exit_code == 0, r.output
+
+    def reload(self) -> tuple[bool, str]:
+        r = self.docker.exec(self.container_id, ["nginx", "-s", "reload"])
+        return r.exit_code == 0, r.output
+
+    def traits(self) -> tuple[NginxTraits, str]:
+        """What the rendered config may use (version, IPv6, post-quantum groups), and ``nginx -V``'s first line."""
+        version = self.docker.exec(self.container_id, ["nginx", "-V"]).output
+        v6 = self.docker.exec(self.container_id, ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"])
+        return traits_from(version, v6.output if v6.exit_code == 0 else ""), (version.splitlines() or ["?"])[0].strip()

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 class Kind(str, enum.Enum):
     SITE_ADDED = "site_added"
+    SITE_CHANGED = "site_changed"        # names, upstreams or options changed; details: domains, upstreams
     SITE_REMOVED = "site_removed"
     SITE_LIVE = "site_live"
     CERT_REQUESTED = "cert_requested"

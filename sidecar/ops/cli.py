@@ -69,7 +69,7 @@ def _run(cfg: settings_mod.Settings) -> int:
     from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer
     from sidecar.ops.metrics import Metrics
     from sidecar.ops.notify import Alerter
-    from sidecar.engine.reconciler import Reconciler
+    from sidecar.engine.loop import Reconciler
 
     log = logging.getLogger("sidecar")
     log.info("nginx-acme-sidecar %s starting", __version__)
@@ -96,7 +96,8 @@ def _run(cfg: settings_mod.Settings) -> int:
                       cfg.status_addr, cfg.status_port, exc)
             return 2
         server.start()
-        log.info("status server on %s:%d (/healthz, /metrics, /status, /plan)", cfg.status_addr, server.port)
+        reconciler.observers.add(server.app.journal)
+        log.info("status server on %s:%d (/healthz, /metrics, /status, /plan, /events)", cfg.status_addr, server.port)
     alerter.start()
 
     def stop(signum: int, _frame: object) -> None:
@@ -285,7 +286,7 @@ def format_plan(doc: dict[str, Any]) -> str:
 def _status_from_file(cfg: settings_mod.Settings, why: str) -> dict[str, Any] | None:
     """What ``status`` can say without the running sidecar: the status file, certificates on disk."""
     from sidecar.state import certs, runlogs
-    from sidecar.engine.reconciler import STATUS_FILE
+    from sidecar.engine.reporter import STATUS_FILE
 
     try:
         data = json.loads((cfg.state_dir / STATUS_FILE).read_text(encoding="utf-8"))
@@ -376,7 +377,7 @@ def _health(cfg: settings_mod.Settings, as_json: bool) -> int:
         code, doc = request(cfg, "GET", "/healthz", timeout=HEALTH_TIMEOUT)
         ok = code == 200
     except Unreachable as exc:
-        from sidecar.engine.reconciler import health
+        from sidecar.engine.reporter import health
 
         ok, message = health(cfg)
         doc = {"status": "ok" if ok else "unhealthy", "from": "status file", "message": message,

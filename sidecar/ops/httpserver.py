@@ -37,6 +37,7 @@ from sidecar.state import runlogs
 from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
 from sidecar.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from sidecar.core.planner import Plan
+from sidecar.core.schedule import Work
 
 log = logging.getLogger("sidecar")
 
@@ -229,7 +230,7 @@ def plan_document(the_plan: Plan, now: datetime, postponed: Mapping[str, datetim
 class Controls(Protocol):
     """What the server needs from the reconciler."""
 
-    def preview(self) -> Plan: ...
+    def preview(self) -> Work: ...
 
     def request_renewal(self, name: str, force: bool = False) -> str: ...
 
@@ -260,10 +261,9 @@ class OpsApp:
             return 503, {"error": "no reconciler"}
         if self.board.state()[0] is None:
             return 503, {"error": "starting: no reconcile pass has finished yet"}
-        the_plan = self.controls.preview()
-        postponed = dict(getattr(self.controls, "_postponed", {}) or {})
-        forced = frozenset(getattr(self.controls, "forced", ()) or ())
-        return 200, plan_document(the_plan, self.clock(), postponed, forced)
+        work = self.controls.preview()
+        postponed = {name: verdict.frees_at for name, verdict in work.postponed.items()}
+        return 200, plan_document(work.plan, self.clock(), postponed, work.forced)
 
     def events(self, query: str) -> tuple[int, dict[str, Any]]:
         raw = parse_qs(query).get("since", ["0"])[-1]

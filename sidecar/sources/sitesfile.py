@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +36,9 @@ from sidecar.core import options
 from sidecar.core.domains import DomainError, normalize_domains, parse_domain_list
 from sidecar.core.errors import InputError
 from sidecar.core.model import Problem, Site, SourceKind, Upstream
+from sidecar.state.files import atomic_write
+
+log = logging.getLogger("sidecar")
 
 ENTRY_KEYS = ("domains", "upstream") + options.OPTION_KEYS + ("headers",)
 MAX_FILE_BYTES = 1_000_000
@@ -157,3 +162,63 @@ def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
         )
     return sites, problems
 
+
+
+LAST_GOOD = "sites-last-good.yml"
+
+
+class SitesFileSource:
+    """The sites file, read on every pass; a broken version keeps the last good one serving.
+
+    The last good text is also kept in the state volume, so a restart with a broken file
+    starts from it. ``error`` is the current problem with the file ("" when it is valid);
+    ``changed_error`` says whether it is new since the previous read (to log it once).
+    """
+
+    def __init__(self, path: Path | None, state_dir: Path) -> None:
+        self.path = path
+        self.last_good = state_dir / LAST_GOOD
+        self._text: str | None = None
+        self._sites: list[Site] | None = None
+        self._problems: list[Problem] = []
+        self.error = ""
+
+    def read(self) -> tuple[list[Site], list[Problem]]:
+        path = self.path
+        if path is None:
+            return [], []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._keep_last_good(f"sites file {path}: unreadable: {exc}")
+        if text == self._text and self._sites is not None:
+            return self._sites, self._problems
+        try:
+            sites, problems = parse_sites_file(text, str(path))
+        except InputError as exc:
+            return self._keep_last_good(str(exc))
+        if self.error:
+            log.info("sites file %s is valid again", path)
+        self._text, self._sites, self._problems, self.error = text, sites, problems, ""
+        try:
+            if not self.last_good.exists() or self.last_good.read_text(encoding="utf-8") != text:
+                atomic_write(self.last_good, text)
+        except OSError as exc:
+            log.warning("cannot keep a copy of the sites file in %s: %s", self.last_good, exc)
+        return sites, problems
+
+    def _keep_last_good(self, error: str) -> tuple[list[Site], list[Problem]]:
+        if self._sites is None:
+            # Just started with a broken file: fall back to the copy kept by the previous run.
+            try:
+                self._sites, self._problems = parse_sites_file(self.last_good.read_text(encoding="utf-8"),
+                                                               str(self.path))
+            except (OSError, InputError):
+                pass
+        if error != self.error:
+            kept = self._sites or []
+            log.error("%s; keeping the last good version (%d site%s)", error, len(kept), "" if len(kept) == 1 else "s")
+            self.error = error
+        return self._sites or [], self._problems

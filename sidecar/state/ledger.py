@@ -6,16 +6,20 @@ Written atomically; a corrupt file is moved aside and reported, never fatal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sidecar.state.files import atomic_write
+from sidecar.core.names import iso as _iso
 from sidecar.core.planner import Attempt
+from sidecar.core.schedule import Usage
+from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +28,6 @@ HISTORY_KEEP = timedelta(days=8)  # longer than any CA rate-limit window
 
 def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 @dataclass
@@ -40,6 +40,20 @@ class Ledger:
     orders: list[tuple[datetime, str]] = field(default_factory=list)
     # failed validations: (at, identifier)
     failed_validations: list[tuple[datetime, str]] = field(default_factory=list)
+    # Held by every reader and writer: certbot threads record while the loop plans.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    def usage(self, account_paused_until: datetime | None = None) -> Usage:
+        """A frozen copy of what counts against the CA's rate limits."""
+        with self.lock:
+            return Usage(tuple(self.issued), tuple(self.orders), tuple(self.failed_validations),
+                         account_paused_until)
+
+    def attempts_now(self, keep: set[str]) -> dict[str, Attempt]:
+        """The attempts of the sites still wanted (the others are forgotten)."""
+        with self.lock:
+            self.forget(keep)
+            return dict(self.attempts)
 
     @classmethod
     def load(cls, path: Path) -> "Ledger":
@@ -128,6 +142,14 @@ class Ledger:
                           not_before=not_before)
         self.attempts[name] = attempt
         return attempt
+
+    def clear_backoff(self, name: str) -> bool:
+        """The operator asked to retry now: our own back-off is lifted (a CA's retry-after stays)."""
+        attempt = self.attempts.get(name)
+        if attempt is None or attempt.last_failure is None:
+            return False
+        self.attempts[name] = dataclasses.replace(attempt, last_failure=None)
+        return True
 
     def forget(self, keep: set[str]) -> None:
         """Drop attempts for lineages no site wants any more."""

@@ -11,7 +11,7 @@ from sidecar.state import files
 
 from sidecar.core import settings
 from sidecar.core.model import ContainerInfo
-from sidecar.engine.reconciler import Reconciler
+from sidecar.sources.containers import find_nginx
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -67,9 +67,7 @@ def test_find_nginx_never_takes_another_stacks_nginx(
     tmp_path: Path, me: ContainerInfo, candidates: list[ContainerInfo], chosen: str | None,
 ) -> None:
     cfg = settings.load({"STATE_DIR": str(tmp_path), "RATE_LIMITS": "off"})
-    r = Reconciler(cfg, docker=object(), clock=lambda: NOW)  # type: ignore[arg-type]
-    r.me = me
-    found = r.find_nginx([me, *candidates])
+    found, _warning = find_nginx([me, *candidates], cfg, me)
     assert (found.name if found else None) == chosen
 
 

@@ -18,6 +18,7 @@ from sidecar.core.errors import ConfigError
 from sidecar.core.events import PassSnapshot, SiteStatus
 from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer
 from sidecar.ops.metrics import Metrics
+from sidecar.core.schedule import Work
 from sidecar.core.planner import Policy, plan
 
 from .builders import NOW, site
@@ -119,7 +120,7 @@ class FakeControls:
         self.requests: list[tuple[str, bool]] = []
 
     def preview(self) -> Any:
-        return plan([site("a.example.com")], {}, {}, Policy(), datetime.now(timezone.utc))
+        return Work(plan([site("a.example.com")], {}, {}, Policy(), datetime.now(timezone.utc)))
 
     def request_renewal(self, name: str, force: bool = False) -> str:
         if name != "a.example.com":

@@ -17,6 +17,7 @@ from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
 from sidecar.ops.httpserver import (EventJournal, OpsApp, StatusBoard, StatusServer, events_document, health,
                                     json_safe, plan_document, site_row)
 from sidecar.ops.metrics import Metrics
+from sidecar.core.schedule import Work
 from sidecar.core.planner import Action, Attempt, Policy, plan
 
 from .builders import NOW, cert, site
@@ -209,10 +210,9 @@ class FakeControls:
     def __init__(self) -> None:
         self.requests: list[tuple[str, bool]] = []
         self.forced: set[str] = set()
-        self._postponed: dict[str, datetime | None] = {}
 
     def preview(self) -> Any:
-        return plan([site("a.example.com")], {}, {}, Policy(), NOW)
+        return Work(plan([site("a.example.com")], {}, {}, Policy(), NOW), forced=frozenset(self.forced))
 
     def request_renewal(self, name: str, force: bool = False) -> str:
         if name != "a.example.com":

@@ -12,7 +12,7 @@ from sidecar.state import runlogs
 
 from sidecar.core import settings
 from sidecar.core.planner import Attempt
-from sidecar.engine.reconciler import Reconciler
+from sidecar.engine.loop import Reconciler
 
 from .builders import NOW, site
 
@@ -74,10 +74,10 @@ def test_an_unwritable_state_dir_is_a_warning_not_an_error(tmp_path: Path, caplo
 
 
 # -- renew requests ---------------------------------------------------------------------
-def _reconciler(tmp_path: Path) -> Reconciler:
-    cfg = settings.load({"STATE_DIR": str(tmp_path), "RATE_LIMITS": "off"})
-    r = Reconciler(cfg, docker=object(), clock=lambda: NOW)  # type: ignore[arg-type]
-    r.memory.sites = {"a.example.com": site("a.example.com")}
+def _reconciler(tmp_path: Path, docker: object = None) -> Reconciler:
+    cfg = settings.load({"STATE_DIR": str(tmp_path), "CERTS_DIR": str(tmp_path / "certs"), "RATE_LIMITS": "off"})
+    r = Reconciler(cfg, docker=docker, clock=lambda: NOW)  # type: ignore[arg-type]
+    r.reporter.said.sites = {"a.example.com": site("a.example.com")}  # as if a pass had seen it
     return r
 
 
@@ -91,13 +91,13 @@ def test_renew_clears_our_back_off_forces_when_asked_and_wakes_the_loop(tmp_path
     # Our own back-off is gone; the failure count, the error and the CA's retry-after stay.
     assert (attempt.failures, attempt.last_failure, attempt.last_error) == (3, None, "boom")
     assert attempt.not_before == NOW + timedelta(hours=1)
-    assert r.forced == set()
-    assert r._wake.is_set()
+    assert r.issuer.forced == set()
+    assert r.triggers.pending
     assert "last_failure\": null" in (tmp_path / "ledger.json").read_text()
 
     r.request_renewal("a.example.com", force=True)
-    assert r.forced == {"a.example.com"}
-    (decision,) = r.preview().decisions
+    assert r.issuer.forced == {"a.example.com"}
+    (decision,) = r.preview().plan.decisions
     # the CA's retry-after still holds (no certificate on disk here: it would issue)
     assert (decision.action.value, decision.pending.value if decision.pending else None) == ("wait", "issue")
 
@@ -106,14 +106,13 @@ def test_renew_of_an_unknown_site_is_refused(tmp_path: Path) -> None:
     r = _reconciler(tmp_path)
     with pytest.raises(KeyError):
         r.request_renewal("nope.example.com", force=True)
-    assert r.forced == set() and not r._wake.is_set()
+    assert r.issuer.forced == set() and not r.triggers.pending
 
 
 def test_preview_plans_without_running_anything(tmp_path: Path) -> None:
-    r = _reconciler(tmp_path)
     calls: list[Any] = []
-    r.docker = type("NoDocker", (), {"__getattr__": lambda self, name: calls.append(name)})()
-    r.forced.add("a.example.com")
-    (decision,) = r.preview().decisions
+    r = _reconciler(tmp_path, docker=type("NoDocker", (), {"__getattr__": lambda self, name: calls.append(name)})())
+    r.issuer.forced.add("a.example.com")
+    (decision,) = r.preview().plan.decisions
     assert decision.action.value == "issue"  # no certificate: issue, forced or not
     assert calls == []

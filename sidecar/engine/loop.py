@@ -1,0 +1,247 @@
+"""The level-triggered loop: triggers poke it, every pass works from a full snapshot.
+
+    triggers (Docker events, file watches, timer, operator) ──> poke ──> debounce
+    pass:  World.read() ──> Snapshot ──> schedule() ──> Work ──> Issuer (certbot runs, in a Burst)
+                                                          └───> Publisher (nginx: write, test, reload)
+                                                          └───> Reporter (events, status, log)
+
+One worker runs passes, so certbot runs and nginx reloads never race; certificates of
+one pass run in parallel (``CERTBOT_CONCURRENCY``), and while they run new triggers
+take a fresh snapshot and add work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sidecar.adapters.ari import AriClient, AriWindows
+from sidecar.adapters.docker_api import Docker
+from sidecar.adapters.nginx import DockerNginx
+from sidecar.core import ratelimits, render
+from sidecar.core.errors import DockerUnavailable, SidecarError
+from sidecar.core.events import Kind
+from sidecar.core.model import Site
+from sidecar.core.names import utcnow
+from sidecar.core.planner import Policy
+from sidecar.core.schedule import Work, schedule
+from sidecar.core.settings import Settings
+from sidecar.engine import startup
+from sidecar.engine.burst import Burst
+from sidecar.engine.issuer import Issuer
+from sidecar.engine.publisher import Publisher
+from sidecar.engine.reporter import Reporter
+from sidecar.engine.world import Snapshot, World
+from sidecar.sources.triggers import MAX_SLEEP, DockerEventWatcher, Triggers, watch_files
+from sidecar.state import lineage
+from sidecar.state.ledger import Ledger
+from sidecar.state.lineages import LineageStore
+
+log = logging.getLogger("sidecar")
+
+ARI_SECONDS_PER_PASS = 1.0
+NO_NGINX = "nginx container not found"
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, docker: Docker, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.docker = docker
+        self.clock = clock
+        self.triggers = Triggers(settings.debounce_seconds, clock)
+        self.reporter = Reporter(settings, clock)
+        self.observers = self.reporter.observers
+        self.ledger = Ledger.load(settings.state_dir / "ledger.json")
+        self.lineages = LineageStore(settings.certs_dir)
+        self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server, backoff=settings.backoff)
+        self.limits = ratelimits.PROFILES[settings.rate_limits]
+        self.ari = AriWindows(AriClient(settings.acme_server, settings.acme_ca_bundle) if settings.ari else None,
+                              ARI_SECONDS_PER_PASS)
+        self.world = World(settings, docker, self.lineages)
+        self.publisher = Publisher(settings, lambda cid: DockerNginx(docker, cid), self.reporter)
+        self.issuer = Issuer(settings, None, self.ledger, self.lineages, self.reporter, self.triggers.stopped)
+        self.watcher: DockerEventWatcher | None = None
+        self.owner = "host"
+        self.passes = 0
+
+    # -- from the operator (status server) ------------------------------------------
+    def request_renewal(self, name: str, force: bool = False) -> str:
+        """``renew NAME [--force]``: retry now, ignoring our own back-off; with ``force`` renew even
+        if not due. A CA's retry-after and rate limits still apply. ``KeyError`` for an unknown site."""
+        if name not in self.reporter.sites:
+            raise KeyError(name)
+        with self.ledger.lock:
+            if self.ledger.clear_backoff(name):
+                self.ledger.save()
+        if force:
+            self.issuer.forced.add(name)
+        what = "forced renewal" if force else "renewal check"
+        log.info("site %s: %s requested by operator", name, what)
+        self.triggers.poke(f"operator: renew {name}")
+        return f"site {name}: {what} requested; see the logs or status"
+
+    def preview(self) -> Work:
+        """What the next pass would decide now, from the last pass's sites (for ``plan``)."""
+        return self._work(tuple(self.reporter.sites.values()), ask_ari=False)
+
+    def stop(self) -> None:
+        self.triggers.stop()
+        self.docker.close_events()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run_forever(self) -> None:
+        env = startup.prepare(self.settings, self.docker)
+        self.world.me, self.owner, self.issuer.runner = env.me, env.owner, env.runner
+        observers = watch_files(self.settings, self.triggers.poke)
+        self.watcher = DockerEventWatcher(self.docker.events, self.settings, self.triggers,
+                                          lambda: self.world.relevant_ids)
+        self.watcher.start()
+        if not lineage.has_account(self.settings.certs_dir, self.settings.acme_server):
+            self.issuer.registering.set()
+        threading.Thread(target=self._warm_up, name="certbot-warm-up", daemon=True).start()
+        self._announce()
+        failures = 0
+        try:
+            while (reasons := self.triggers.wait()) is not None:
+                log.debug("pass triggered by: %s", "; ".join(dict.fromkeys(reasons)))
+                try:
+                    next_due = self.run_pass()
+                    failures = 0
+                except DockerUnavailable as exc:
+                    failures += 1
+                    delay = min(2 ** failures, 60)
+                    log.error("Docker API unavailable (%s); retrying in %ds", exc, delay)
+                    self.reporter.emit(Kind.DOCKER_UNAVAILABLE, "", str(exc))
+                    next_due = self.clock() + timedelta(seconds=delay)
+                except SidecarError as exc:
+                    failures += 1
+                    log.error("pass failed: %s", exc)
+                    next_due = self.clock() + timedelta(seconds=min(2 ** failures, 300))
+                self.triggers.arm_timer(next_due)
+        finally:
+            for obs in observers:
+                obs.stop()
+            try:
+                env.runner.close()
+            except DockerUnavailable as exc:
+                log.warning("could not remove the certbot container: %s", exc)
+
+    def run_pass(self) -> datetime | None:
+        """One full reconcile. Returns when the next pass is due."""
+        self.passes += 1
+        started = time.monotonic()
+        snap = self._read()
+        if snap.nginx is None:
+            how = (f"NGINX_CONTAINER={self.settings.nginx_container}" if self.settings.nginx_container
+                   else f"a running container labelled {self.settings.nginx_label}=true")
+            self.reporter.problem(NO_NGINX, f"{NO_NGINX}: looking for {how}; waiting for it to start")
+            self._status(snap, None)
+            return self.clock() + MAX_SLEEP
+        self.reporter.resolved(NO_NGINX)
+        self.publisher.publish(snap)
+        first_plan: tuple[float, int] | None = None  # (seconds into the pass, certificates to request)
+        burst = Burst(self.settings.certbot_concurrency, self.settings.reload_interval)
+        try:
+            while True:
+                snap = snap.with_lineages(self.lineages)
+                work = self._work(snap.desired.sites)
+                self._status(snap, work)
+                first_plan = first_plan or (time.monotonic() - started, len(work.plan.to_run))
+                self._submit(work, burst)
+                if not burst.running:
+                    break
+                burst.collect()
+                if self.triggers.pending and not self.triggers.stopped.is_set():
+                    snap, changed = self._reread(snap)  # new triggers while certbot runs: a fresh snapshot now
+                    burst.ready = burst.ready or changed
+                queued = any(d.site.name not in burst.running for d in work.plan.to_run)
+                if burst.reload_due(queued):
+                    burst.reloaded(self.publisher.publish(snap.with_lineages(self.lineages)))
+                if self.triggers.stopped.is_set() and burst.running:
+                    self.docker.remove_labelled(f"{startup.OWNER_LABEL}={self.owner}")
+        finally:
+            burst.close()
+        snap = snap.with_lineages(self.lineages)
+        if burst.ready:
+            self.publisher.publish(snap)
+        work = self._work(snap.desired.sites)
+        self._status(snap, work)
+        self.reporter.plan(work)
+        if self.passes == 1 and first_plan is not None:
+            n = len(snap.desired.sites)
+            log.info("first pass done in %.2fs (planned after %.2fs): %d site%s, %d certificate%s on disk, "
+                     "%d requested", time.monotonic() - started, first_plan[0], n, "" if n == 1 else "s",
+                     len(snap.lineages), "" if len(snap.lineages) == 1 else "s", first_plan[1])
+        wakeups = [t for t in (work.next_wakeup, self.ari.next_recheck(self.clock())) if t is not None]
+        return min(wakeups) if wakeups else None
+
+    # -- the steps of a pass -------------------------------------------------------
+    def _read(self) -> Snapshot:
+        self.lineages.forget()
+        snap = self.world.read()
+        self.reporter.changes(snap.desired)
+        # Before anything else: nginx cannot even start while a hand-written config names a missing file.
+        if self.publisher.placeholders(snap.desired.sites, snap.lineages):
+            self.lineages.forget()
+            snap = snap.with_lineages(self.lineages)
+        self.issuer.nginx_addr = snap.nginx_addr
+        return snap
+
+    def _reread(self, snap: Snapshot) -> tuple[Snapshot, bool]:
+        """A fresh snapshot during a burst; True when the sites changed (nginx must load them)."""
+        self.triggers.take()
+        fresh = self._read()
+        if fresh.nginx is None:  # (re-created just now: keep publishing to the one we had)
+            fresh = Snapshot(fresh.desired, snap.nginx, fresh.lineages, fresh.cert_problems, snap.nginx_addr,
+                             fresh.user_defaults, fresh.user_conf_files)
+        return fresh, fresh.desired.sites != snap.desired.sites
+
+    def _work(self, sites: tuple[Site, ...], ask_ari: bool = True) -> Work:
+        now = self.clock()
+        lineages = self.lineages.certificates()
+        attempts = self.ledger.attempts_now({s.name for s in sites})
+        windows = self.ari.windows({s.name: lineages[s.name] for s in sites if s.name in lineages}, now, ask=ask_ari)
+        return schedule(sites, lineages, attempts, self.ledger.usage(self.issuer.account_paused_until),
+                        self.policy, self.limits, now, windows, forced=frozenset(self.issuer.forced))
+
+    def _submit(self, work: Work, burst: Burst) -> None:
+        """Start the runs the budgets allow; without an ACME account the first run registers it, alone."""
+        self.reporter.postponements(work)
+        account_ready = lineage.has_account(self.settings.certs_dir, self.settings.acme_server)
+        for decision in work.runnable:
+            if self.triggers.stopped.is_set() or (
+                    not account_ready and (burst.running or self.issuer.registering.is_set())):
+                break
+            if decision.site.name not in burst.running:
+                burst.submit(decision, self.issuer.obtain)
+                if not account_ready:
+                    break
+
+    def _status(self, snap: Snapshot, work: Work | None) -> None:
+        with self.ledger.lock:
+            attempts = dict(self.ledger.attempts)
+            budgets = ratelimits.remaining(
+                self.limits, {ratelimits.registered_domain(d) for s in snap.desired.sites for d in s.domains},
+                self.ledger.issued, self.ledger.orders, self.clock())
+        self.reporter.status(snap.desired, work, snap.lineages, self.publisher.live, attempts, budgets)
+
+    # -- start-up --------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        """Load the public suffix list and compile the templates now, not in the first site's pass;
+        then start certbot and register the ACME account."""
+        try:
+            ratelimits.registered_domain("example.com")
+            render.render_sample(str(self.settings.templates_dir) if self.settings.templates_dir else None)
+        except SidecarError as exc:
+            log.warning("could not prepare ahead of time: %s", exc)
+        self.issuer.warm_up(self.triggers.poke)
+
+    def _announce(self) -> None:
+        s, p = self.settings, self.settings.label_prefix
+        log.info("ready: ACME server %s, certbot image %s, labels %s.domains / %s.port%s",
+                 s.acme_server, s.certbot_image, p, p, f", sites file {s.sites_file}" if s.sites_file else "")
+        log.info("add a site: docker run -d --network <a network nginx is on> -l %s.domains=example.com "
+                 "-l %s.port=8080 <image>", p, p)

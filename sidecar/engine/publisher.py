@@ -1,0 +1,221 @@
+"""The nginx publisher: what the certificates and sites say nginx must serve, made so.
+
+In the spirit of certbot's Installer contract: render -> write atomically -> ``nginx -t``
+-> hold back the one site file nginx rejects (the others still go live) -> reload ->
+verify over TLS that the new certificates are served -> roll back if not. Hand-written
+files changed (or the certificates they use renewed) are tested and reloaded too, and
+what the last reload loaded is remembered across restarts so a restart with nothing
+changed does not reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from typing import Callable, Mapping
+
+from sidecar.adapters import nginx, probe
+from sidecar.adapters.nginx import DockerNginx
+from sidecar.core import names, nginxconf, render
+from sidecar.core.errors import NginxError
+from sidecar.core.events import Kind
+from sidecar.core.model import Certificate, Site, SourceKind
+from sidecar.core.settings import Settings
+from sidecar.engine.reporter import Reporter
+from sidecar.engine.world import Snapshot
+from sidecar.state import files, placeholder
+
+log = logging.getLogger("sidecar")
+
+VERIFY_SAMPLE = 10  # sites checked over TLS after a reload
+LOADED_FILE = "nginx-loaded.sha256"  # what the last reload loaded (see _remember_loaded)
+
+Fingerprint = tuple[object, ...]
+
+
+class Publisher:
+    def __init__(self, settings: Settings, control_for: Callable[[str], DockerNginx], reporter: Reporter) -> None:
+        self.settings = settings
+        self.control_for = control_for
+        self.reporter = reporter
+        self._traits: tuple[str, render.NginxTraits] | None = None
+        self.rejected: dict[str, str] = {}  # file -> nginx's error, said once
+        self.live: set[str] = set()          # the sidecar's site files nginx runs
+        self._outside: Fingerprint | None = None  # hand-written files and their certificates, as last loaded
+
+    def traits(self, nginx_id: str) -> render.NginxTraits:
+        if self._traits is not None and self._traits[0] == nginx_id:
+            return self._traits[1]
+        traits, version = self.control_for(nginx_id).traits()
+        self._traits = (nginx_id, traits)
+        log.info("nginx container %s: %s; IPv6 listeners %s; post-quantum key exchange %s", nginx_id[:12], version,
+                 "on" if traits.ipv6 else "off", "on" if traits.post_quantum else "off")
+        return traits
+
+    def placeholders(self, sites: tuple[Site, ...], lineages: Mapping[str, Certificate]) -> bool:
+        """Hand-written configs naming a certificate not issued yet get a placeholder, so nginx
+        starts and reloads meanwhile. True when one was written (the lineages changed)."""
+        wrote = False
+        for site in sites:
+            if site.source_kind != SourceKind.NGINX_CONF or site.name in lineages:
+                continue
+            try:
+                if placeholder.write_placeholder(self.settings.certs_dir, site.name, site.domains):
+                    wrote = True
+                    log.info("site %s: placeholder certificate written so nginx accepts %s until the real one "
+                             "is issued", site.name, site.source.removeprefix("nginx config "))
+            except (OSError, ValueError) as exc:
+                log.error("site %s: cannot write a placeholder certificate: %s", site.name, exc)
+        return wrote
+
+    def publish(self, snap: Snapshot) -> bool:
+        """Render, test and reload; True when nginx was reloaded."""
+        assert snap.nginx is not None
+        s = self.settings
+        lineages = snap.lineages
+        for p in snap.cert_problems:
+            log.warning("%s", p)
+        traits = self.traits(snap.nginx.id)
+        try:  # put the include snippets back if the conf volume was emptied (writes only on change)
+            nginx.install_snippets(s.conf_dir, str(s.webroot_dir))
+        except OSError as exc:
+            log.warning("cannot write the include snippets: %s", exc)
+        wanted = render.render_all(
+            [x for x in snap.desired.sites if x.source_kind != SourceKind.NGINX_CONF],
+            dict(lineages), str(s.webroot_dir), traits, s.tls_profile,
+            str(s.snippets_dir) if s.snippets_dir else None, str(s.templates_dir) if s.templates_dir else None,
+            snap.user_defaults,
+        )
+        control = self.control_for(snap.nginx.id)
+        try:
+            result = nginx.apply(s.conf_dir, wanted, control, on_reject=self._rejected,
+                                 verify=lambda written: self._verify_served(snap, written))
+        except NginxError as exc:
+            log.error("%s", exc)
+            return False
+        fingerprint = self._outside_fingerprint(snap)
+        owned = nginx.owned_files(s.conf_dir)
+        outside_reload = False
+        if result.reloaded:
+            self._outside = fingerprint  # that reload picked up everything
+            self._remember_loaded(snap.nginx.id, fingerprint, owned)
+        else:
+            result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint,
+                                                                                snap.nginx.id, owned)
+        self._went_live(snap, {n for n in owned if n != render.GLOBAL_FILE})
+        if result.reloaded and not outside_reload:  # (that one said why already)
+            log.info("nginx reloaded (%d file%s written, %d removed)", len(result.written),
+                     "" if len(result.written) == 1 else "s", len(result.removed))
+            self.reporter.emit(Kind.RELOAD, "", "nginx reloaded", written=result.written, removed=result.removed)
+        return result.reloaded
+
+    def _rejected(self, filename: str, reason: str) -> None:
+        if self.rejected.get(filename) == reason:
+            return  # said already; it is retried on every change and reported again if the error changes
+        self.rejected[filename] = reason
+        log.error("nginx rejected %s, that site is held back (other sites unaffected): %s", filename, reason)
+        self.reporter.emit(Kind.NGINX_REJECTED, names.site_of_file(filename) or filename, reason,
+                           file=filename, error=reason)
+
+    def _went_live(self, snap: Snapshot, live: set[str]) -> None:
+        for filename in list(self.rejected):
+            if filename in live:
+                log.info("%s accepted by nginx again", filename)
+                del self.rejected[filename]
+        by_file = {names.site_filename(s.name): s for s in snap.desired.sites}
+        for filename in sorted(live - self.live):
+            site = by_file.get(filename)
+            if site is not None and site.name in snap.lineages:
+                served = [d for d in site.domains if d in snap.lineages[site.name].names]
+                log.info("site %s: live on %s", site.name, ", ".join(f"https://{d}" for d in served))
+                self.reporter.emit(Kind.SITE_LIVE, site.name, "live", domains=served)
+        self.live = live
+
+    @staticmethod
+    def _loaded_digest(nginx_id: str, fingerprint: Fingerprint, owned: Mapping[str, str]) -> str:
+        """What nginx has loaded after a reload: its container, the sidecar's files, the outside ones."""
+        return hashlib.sha256(repr((nginx_id, sorted(owned.items()), fingerprint)).encode()).hexdigest()
+
+    def _remember_loaded(self, nginx_id: str, fingerprint: Fingerprint, owned: Mapping[str, str]) -> None:
+        """Kept across restarts, so a restart with nothing changed does not reload nginx."""
+        path = self.settings.state_dir / LOADED_FILE
+        try:
+            files.atomic_write(path, self._loaded_digest(nginx_id, fingerprint, owned) + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+
+    def _reload_for_outside_changes(self, control: nginx.NginxControl, fingerprint: Fingerprint,
+                                    nginx_id: str, owned: Mapping[str, str]) -> bool:
+        """Hand-written files edited, or a certificate they use replaced: test, then reload.
+
+        A failing ``nginx -t`` keeps the running config and is reported with nginx's
+        own error; the same fingerprint is not retried until something changes again.
+        """
+        if fingerprint == self._outside:
+            return False
+        # First sight after a start: files may have been edited (or written without a reload)
+        # while we were down, unless the last reload saw exactly what is there now.
+        first = self._outside is None
+        self._outside = fingerprint
+        if first:
+            try:
+                stored = (self.settings.state_dir / LOADED_FILE).read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                stored = ""
+            if stored and stored == self._loaded_digest(nginx_id, fingerprint, owned):
+                return False
+        ok, output = control.test()
+        if not ok:
+            reason = nginx.first_error_line(output)
+            log.error("nginx rejected a change to the hand-written config; the running config stays: %s", reason)
+            self.reporter.emit(Kind.NGINX_REJECTED, "", reason, file="hand-written config", error=reason)
+            return False
+        ok, output = control.reload()
+        if not ok:
+            log.error("nginx -s reload failed: %s", nginx.first_error_line(output))
+            return False
+        log.info("nginx reloaded (%s)", "first pass since start: picks up what changed meanwhile" if first
+                 else "hand-written config or its certificates changed")
+        self._remember_loaded(nginx_id, fingerprint, owned)
+        self.reporter.emit(Kind.RELOAD, "", "nginx reloaded", written=[], removed=[])
+        return True
+
+    def _outside_fingerprint(self, snap: Snapshot) -> Fingerprint:
+        found = []
+        for path in sorted({*map(str, nginxconf.conf_d_roots(self.settings.conf_dir)), *snap.user_conf_files}):
+            try:
+                st = os.stat(path)
+                found.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                found.append((path, 0, -1))
+        serials = sorted((x.name, snap.lineages[x.name].serial if x.name in snap.lineages else 0)
+                         for x in snap.desired.sites if x.source_kind == SourceKind.NGINX_CONF)
+        return (tuple(found), tuple(serials))
+
+    def _verify_served(self, snap: Snapshot, written: list[str]) -> str:
+        """After a reload: does nginx present the changed sites' current certificates (TLS, SNI)?
+
+        Checks up to ``VERIFY_SAMPLE`` of them, spread over the list: that catches an nginx that
+        did not load what was written (another conf volume, certificates it cannot see) without a
+        thousand handshakes. nginx loads a big configuration in the background: the time allowed
+        grows with it."""
+        if snap.nginx_addr is None:
+            return ""
+        host = snap.nginx_addr[0]
+        lineages = snap.lineages
+        changed = [n for f in written if (n := names.site_of_file(f)) is not None and n in lineages]
+        step = max(1, -(-len(changed) // VERIFY_SAMPLE))
+        expected = {n: lineages[n].serial for n in changed[::step]}
+        deadline = time.monotonic() + 5.0 + 0.01 * len(written)
+        while expected:
+            for name, serial in list(expected.items()):
+                if probe.served_serial(host, name) == serial:
+                    del expected[name]
+            if not expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if expected:
+            return "wrong or no certificate for " + ", ".join(sorted(expected))
+        return ""

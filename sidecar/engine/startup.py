@@ -1,0 +1,60 @@
+"""Start-up: directories, who we are, what a killed predecessor left behind, the certbot sandbox."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sidecar.adapters import nginx, runner
+from sidecar.adapters.docker_api import Docker
+from sidecar.core import nginxconf
+from sidecar.core.model import ContainerInfo
+from sidecar.core.settings import Settings
+from sidecar.state import files, lineage
+
+log = logging.getLogger("sidecar")
+
+OWNER_LABEL = "nginx-acme-sidecar.owner"
+
+
+@dataclass(frozen=True)
+class Environment:
+    me: ContainerInfo | None  # the sidecar's own container (None: not in a container)
+    owner: str                # certbot containers carry it, so stacks on one engine never touch each other's
+    runner: runner.Runner
+
+
+def prepare(settings: Settings, docker: Docker) -> Environment:
+    s = settings
+    for d in (s.certs_dir, s.webroot_dir, s.conf_dir, s.state_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    challenges = s.webroot_dir / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True, exist_ok=True)
+    own_id = docker.own_container_id(s.sidecar_container)
+    if own_id:
+        volumes = docker.mounts_for(own_id, [str(s.certs_dir), str(s.webroot_dir)])
+    else:
+        log.warning("not running in a container (or it could not be found): certbot gets host paths %s and %s",
+                    s.certs_dir, s.webroot_dir)
+        volumes = {str(s.certs_dir): {"bind": str(s.certs_dir), "mode": "rw"},
+                   str(s.webroot_dir): {"bind": str(s.webroot_dir), "mode": "rw"}}
+    me = docker.find_container(own_id) if own_id else None
+    owner = me.name if me else "host"
+    # First stop a certbot a killed predecessor left running: it may still write into .staging.
+    removed = docker.remove_labelled(f"{OWNER_LABEL}={owner}")
+    if removed:
+        log.info("removed %d leftover certbot container(s) from an earlier run", removed)
+    for leftover in [*lineage.recover(s.certs_dir), *files.remove_temp_files([s.conf_dir, s.state_dir, s.certs_dir])]:
+        log.warning("cleaned up after an interrupted run: removed %s", leftover)
+    for probe in challenges.glob("sidecar-probe-*"):
+        probe.unlink(missing_ok=True)
+    for name in nginx.install_snippets(s.conf_dir, str(s.webroot_dir)):
+        log.info("include snippet for hand-written configs: %s", s.conf_dir / nginxconf.SNIPPETS_DIRNAME / name)
+    docker.ensure_image(s.certbot_image)
+    sandbox = runner.Sandbox(
+        image=s.certbot_image, volumes=volumes,
+        network_mode=f"container:{own_id}" if own_id else None,
+        labels={s.managed_label: "certbot", OWNER_LABEL: owner}, timeout=s.certbot_timeout_seconds)
+    run: runner.Runner = (runner.ExecRunner(docker, sandbox, f"{owner}-certbot", s.certbot_concurrency)
+                          if s.certbot_runner == "exec" else runner.ContainerRunner(docker, sandbox))
+    return Environment(me, owner, run)

@@ -1,0 +1,83 @@
+"""One read of the world: every source as a whole, frozen into a ``Snapshot``.
+
+    containers (labels)  ─┐
+    sites file           ─┼─> desired.merge ─> Snapshot(desired, nginx, lineages, ...)
+    hand-written confs   ─┘
+    lineages on disk     ───────────────────┘
+
+A new source (another orchestrator's services, say) is one more module in ``sources/``
+returning sites and problems, and one more line in :meth:`World.read`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Mapping
+
+from sidecar.adapters.docker_api import Docker
+from sidecar.core import desired
+from sidecar.core.model import Certificate, ContainerInfo, DesiredState, Problem
+from sidecar.core.settings import Settings
+from sidecar.sources.confs import read_confs
+from sidecar.sources.containers import read_containers
+from sidecar.sources.sitesfile import SitesFileSource
+from sidecar.state.lineages import LineageStore
+
+log = logging.getLogger("sidecar")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    desired: DesiredState
+    nginx: ContainerInfo | None
+    lineages: Mapping[str, Certificate]
+    cert_problems: tuple[Problem, ...] = ()
+    # nginx's address on a network the sidecar shares with it (pre-flight and TLS checks)
+    nginx_addr: tuple[str, int] | None = None
+    # ports where a hand-written server is the default_server; files the hand-written config reads
+    user_defaults: frozenset[int] = frozenset()
+    user_conf_files: tuple[str, ...] = ()
+
+    def with_lineages(self, store: LineageStore) -> "Snapshot":
+        """The same snapshot with the lineages as they are on disk now (after certbot runs)."""
+        lineages, problems = store.read()
+        return dataclasses.replace(self, lineages=lineages, cert_problems=tuple(problems))
+
+
+class World:
+    """Reads the sources; remembers only what makes the next read cheaper or quieter."""
+
+    def __init__(self, settings: Settings, docker: Docker, lineages: LineageStore,
+                 me: ContainerInfo | None = None) -> None:
+        self.settings = settings
+        self.docker = docker
+        self.lineages = lineages
+        self.me = me
+        self.sites_file = SitesFileSource(settings.sites_file, settings.state_dir)
+        self.relevant_ids: frozenset[str] = frozenset()  # read by the Docker event filter
+        self._nginx_warning = ""
+
+    def read(self) -> Snapshot:
+        view = read_containers(self.docker.list_containers(), self.settings, self.me)
+        self.relevant_ids = view.relevant_ids
+        if view.nginx_warning and view.nginx_warning != self._nginx_warning:
+            log.warning("%s", view.nginx_warning)
+        self._nginx_warning = view.nginx_warning
+        lineages, cert_problems = self.lineages.read()
+        file_sites, file_problems = self.sites_file.read()
+        confs = read_confs(self.settings, lineages)
+        state = desired.merge([*confs.sites, *file_sites], list(view.sites),
+                              [*view.problems, *confs.problems, *file_problems])
+        return Snapshot(state, view.nginx, lineages, tuple(cert_problems), self._address(view.nginx),
+                        confs.user_defaults, confs.files)
+
+    def _address(self, nginx_c: ContainerInfo | None) -> tuple[str, int] | None:
+        if nginx_c is None or self.me is None:
+            return None
+        me = self.docker.find_container(self.me.id) or self.me
+        for net in sorted(set(me.networks) & set(nginx_c.networks)):
+            if nginx_c.networks.get(net):
+                return nginx_c.networks[net], 80
+        return None

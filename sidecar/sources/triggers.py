@@ -1,0 +1,191 @@
+"""What wakes the loop: Docker events, file changes, timers, the operator.
+
+Triggers carry no change: they only poke the loop, which then reads every source
+again as a whole. A burst of pokes is coalesced (debounced) into one pass; the
+debounce has an upper bound, so a steady trickle of events cannot postpone every pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from sidecar.core import nginxconf
+from sidecar.core.errors import DockerUnavailable
+from sidecar.core.settings import Settings
+
+log = logging.getLogger("sidecar")
+
+MAX_SLEEP = timedelta(minutes=5)  # a pass at least this often, whatever happens
+MAX_DEBOUNCE = 2.0  # seconds: a pass starts at the latest this long after the first poke
+INTERESTING = {"start", "die", "stop", "destroy", "rename", "update", "pause", "unpause", "connect", "disconnect"}
+_CHANGES = ("created", "modified", "moved", "deleted", "closed")  # not our own reads ("opened", ...)
+
+
+class Triggers:
+    """The loop's doorbell: ``poke`` from any thread, ``wait`` in the loop."""
+
+    def __init__(self, debounce: float, clock: Callable[[], datetime]) -> None:
+        self.debounce = debounce
+        self.clock = clock
+        self._wake = threading.Event()
+        self.stopped = threading.Event()
+        self._reasons: list[str] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def poke(self, reason: str) -> None:
+        with self._lock:
+            self._reasons.append(reason)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    @property
+    def pending(self) -> bool:
+        """A poke arrived since the last ``wait`` or ``take``."""
+        return self._wake.is_set()
+
+    def take(self) -> list[str]:
+        """The reasons so far, clearing them (the loop reacts to them now)."""
+        self._wake.clear()
+        with self._lock:
+            reasons, self._reasons = self._reasons, []
+        return reasons
+
+    def wait(self) -> list[str] | None:
+        """Block until poked, let a burst settle, then return why (None once stopped)."""
+        self._wake.wait()
+        started = time.monotonic()
+        while not self.stopped.is_set():
+            self._wake.clear()
+            if not self._wake.wait(self.debounce) or time.monotonic() - started >= MAX_DEBOUNCE:
+                break
+        if self.stopped.is_set():
+            return None
+        return self.take() or ["timer"]
+
+    def arm_timer(self, next_due: datetime | None) -> None:
+        """Poke at ``next_due`` (at the latest after ``MAX_SLEEP``)."""
+        now = self.clock()
+        due = min(next_due, now + MAX_SLEEP) if next_due else now + MAX_SLEEP
+        timer = threading.Timer(max((due - now).total_seconds(), 1.0), self.poke, args=("timer",))
+        timer.daemon = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = timer
+        timer.start()
+
+
+def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: frozenset[str]) -> bool:
+    """Only events that can change the desired state wake the loop (a busy engine is full of others)."""
+    s = settings
+    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+    action = str(event.get("Action") or event.get("status") or "").split(":")[0]
+    if action not in INTERESTING or s.managed_label in attributes:
+        return False  # (the latter: our own certbot containers coming and going)
+    if event.get("Type") == "network":
+        return str(attributes.get("container", "")) in relevant_ids
+    if f"{s.label_prefix}.domains" in attributes or s.nginx_label in attributes:
+        return True
+    actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+    return actor in relevant_ids or (s.nginx_container is not None and attributes.get("name") == s.nginx_container)
+
+
+class DockerEventWatcher:
+    """Follows the Docker event stream in a thread, reconnecting with back-off, and pokes on relevant events.
+
+    ``alive`` is False once it gave up (only on an unexpected error): the health check shows it.
+    """
+
+    def __init__(self, events: Callable[[], Iterator[dict[str, Any]]], settings: Settings, triggers: Triggers,
+                 relevant_ids: Callable[[], frozenset[str]]) -> None:
+        self.events = events
+        self.settings = settings
+        self.triggers = triggers
+        self.relevant_ids = relevant_ids
+        self.alive = True
+        self.error = ""
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="docker-events", daemon=True).start()
+
+    def _follow(self) -> None:
+        self.triggers.poke("event stream (re)connected")
+        for event in self.events():
+            if self.triggers.stopped.is_set():
+                return
+            if relevant_event(event, self.settings, self.relevant_ids()):
+                action = str(event.get("Action") or event.get("status") or "").split(":")[0]
+                self.triggers.poke(f"docker {event.get('Type')} {action}")
+        if not self.triggers.stopped.is_set():
+            raise DockerUnavailable("event stream ended")
+
+    def _run(self) -> None:
+        retry = Retrying(
+            wait=wait_exponential(multiplier=1, min=1, max=30),
+            retry=retry_if_exception_type(DockerUnavailable),
+            stop=stop_never,
+            before_sleep=lambda rs: log.warning("Docker event stream lost (%s); reconnecting",
+                                                rs.outcome.exception() if rs.outcome else "?"),
+            reraise=True,
+        )
+        try:
+            retry(self._follow)
+        except Exception as exc:  # noqa: BLE001 - the watcher thread must never die silently
+            if not self.triggers.stopped.is_set():
+                self.alive, self.error = False, str(exc)
+                log.error("Docker event watcher stopped: %s; changes are picked up by the timer only", exc)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, wanted: Callable[[str], bool], reason: str, poke: Callable[[str], None],
+                 skip_dir_modified: bool = False) -> None:
+        self.wanted, self.reason, self.poke, self.skip_dir_modified = wanted, reason, poke, skip_dir_modified
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _CHANGES:
+            return
+        if self.skip_dir_modified and event.is_directory and event.event_type == "modified":
+            return  # a directory on every write in it, ours too: the files' own events say what changed
+        paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
+        if any(p and self.wanted(p) for p in paths):
+            self.poke(self.reason)
+
+
+def watch_files(settings: Settings, poke: Callable[[str], None]) -> list[BaseObserver]:
+    """Watch the sites file (through its directory: editors replace files by rename) and the
+    hand-written nginx files; the sidecar's own writes do not count."""
+    observers = []
+    path = settings.sites_file
+    if path is not None:
+        if path.parent.is_dir():
+            observers.append(_observe(path.parent, _Handler(lambda p: p == str(path), "sites file changed", poke),
+                                      recursive=False))
+        else:
+            log.error("SITES_FILE=%s: directory %s does not exist; the sites file is not watched", path, path.parent)
+    if settings.conf_dir.is_dir():
+        observers.append(_observe(settings.conf_dir, _Handler(nginxconf.relevant_change, "nginx config changed", poke,
+                                                              skip_dir_modified=True), recursive=True))
+    return observers
+
+
+def _observe(directory: Path, handler: FileSystemEventHandler, recursive: bool) -> BaseObserver:
+    observer = Observer()
+    observer.schedule(handler, str(directory), recursive=recursive)
+    observer.daemon = True
+    observer.start()
+    return observer

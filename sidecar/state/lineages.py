@@ -1,0 +1,49 @@
+"""The certificate lineages on disk, read once and kept until something may have changed them.
+
+A pass asks for the lineages several times (plan, render, status), and the loop four
+times a second while certbot runs: each file is parsed once (``certs.LineageCache``)
+and the whole read is kept until :meth:`LineageStore.forget` (a certbot run, a
+placeholder, a new pass). Placeholders for hand-written configs are not real lineages.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sidecar.core.model import Certificate, Problem
+from sidecar.state import certs, placeholder
+
+
+class LineageStore:
+    def __init__(self, certs_dir: Path) -> None:
+        self.certs_dir = certs_dir
+        self._cache: certs.LineageCache = {}
+        self._memo: tuple[dict[str, Certificate], list[Problem]] | None = None
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def read(self) -> tuple[dict[str, Certificate], list[Problem]]:
+        """Real lineages on disk (copies: callers may change them) and the problems found."""
+        with self._lock:
+            memo, generation = self._memo, self._generation
+        if memo is None:
+            found, problems = certs.read_lineages(self.certs_dir, self._cache)
+            for name in placeholder.placeholder_names(self.certs_dir):
+                found.pop(name, None)
+            memo = (found, problems)
+            with self._lock:
+                # A certbot thread may have changed the directory while this read ran: then it
+                # is not kept (it may lack the new lineage), the next call reads again.
+                if generation == self._generation:
+                    self._memo = memo
+        return dict(memo[0]), list(memo[1])
+
+    def certificates(self) -> dict[str, Certificate]:
+        return self.read()[0]
+
+    def forget(self) -> None:
+        """The certificate directory may have changed."""
+        with self._lock:
+            self._generation += 1
+            self._memo = None

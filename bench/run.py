@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime as dt
+import http.client
 import json
 import math
 import os
 import platform
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -48,6 +48,9 @@ import docker
 import docker.errors
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for tests.support, shared with the end-to-end tests
+from tests.support.images import images as _images  # noqa: E402
+from tests.support.net import Fatal, free_port, tls_context, tls_get, wait_for  # noqa: E402
 DEMO = ROOT / "examples" / "local-demo"
 RESULTS = ROOT / "bench" / "results"
 TOOLS = ("sidecar", "caddy", "certbot")
@@ -75,15 +78,8 @@ def pebble_template_without_retry_after(dest_dir: Path) -> Path:
 
 
 def _env_images() -> dict[str, str]:
-    defaults = {
-        "NGINX_IMAGE": "local/nginx:stable",
-        "CERTBOT_IMAGE": "local/certbot:v4.0.0",
-        "APP_IMAGE": "local/app:test",
-        "PEBBLE_IMAGE": "local/pebble:test",
-        "SIDECAR_IMAGE": "local/nginx-acme-sidecar:test",
-        "CADDY_IMAGE": "local/caddy:test",
-    }
-    return {k: os.environ.get(k) or v for k, v in defaults.items()}
+    """The test images and Caddy's, each overridable by its variable (NGINX_IMAGE=...)."""
+    return _images(CADDY_IMAGE="local/caddy:test")
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -93,33 +89,6 @@ _T0 = time.monotonic()
 
 def log(msg: str) -> None:
     print(f"[bench {time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Fatal(Exception):
-    """Stops wait_for at once (the thing waited for died)."""
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Fatal:
-            raise
-        except Exception as exc:  # noqa: BLE001 - polling until it works
-            last = exc
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def site_names(n: int) -> list[str]:
@@ -140,47 +109,26 @@ def poll_interval(n: int) -> float:
 
 # -- TLS probing ---------------------------------------------------------------------------------
 
-def tls_get(port: int, sni: str, ctx: ssl.SSLContext, path: str = "/", timeout: float = 3.0) -> tuple[int, bytes]:
-    """GET https://sni/path via 127.0.0.1:port with SNI, verified with ctx; returns (status, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=sni) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
-            chunks = []
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-    raw_resp = b"".join(chunks)
-    head, _, body = raw_resp.partition(b"\r\n\r\n")
-    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
-    if not m:
-        raise RuntimeError(f"not an HTTP response: {head[:60]!r}")
-    return int(m.group(1)), body
-
-
 def served(port: int, name: str, ctx: ssl.SSLContext) -> bool:
     """True when `name` is served over TLS with a certificate for it from this run's Pebble."""
     try:
-        status, _ = tls_get(port, name, ctx, timeout=3.0)
-    except (OSError, ssl.SSLError, RuntimeError):
+        return tls_get(port, name, "/", ctx, timeout=3.0).status == 200
+    except (OSError, ssl.SSLError, http.client.HTTPException):
         return False
-    return status == 200
 
 
 def pebble_root(mgmt_port: int, listener_ca_pem: str) -> str:
-    ctx = ssl.create_default_context(cadata=listener_ca_pem)
-    status, body = tls_get(mgmt_port, "localhost", ctx, "/roots/0")
-    if status != 200 or b"BEGIN CERTIFICATE" not in body:
-        raise RuntimeError(f"Pebble /roots/0 answered {status}")
-    return body.decode()
+    r = tls_get(mgmt_port, "localhost", "/roots/0", listener_ca_pem)
+    if r.status != 200 or "BEGIN CERTIFICATE" not in r.body:
+        raise RuntimeError(f"Pebble /roots/0 answered {r.status}")
+    return r.body
 
 
 def wait_sites(port: int, root_pem: str, starts: dict[str, float], timeout: float,
                start_hook: Callable[[str], None] | None = None) -> dict[str, float | None]:
     """One thread per site: optionally start it (start_hook), then probe until served.
     Returns seconds from starts[name] (set by the caller or by the hook) to first success."""
-    ctx = ssl.create_default_context(cadata=root_pem)
+    ctx = tls_context(root_pem)
     interval = poll_interval(len(starts))
     result: dict[str, float | None] = {}
     deadline = time.monotonic() + timeout

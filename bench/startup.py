@@ -40,7 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402 - the shared plumbing of bench/run.py
+import run as bench  # noqa: E402 - the shared plumbing of bench/run.py (it puts the repo root on sys.path)
+from tests.support.net import free_port, wait_for  # noqa: E402
 
 DOMAIN = "startup.test"
 FIRST_PASS = re.compile(r"^(\S+) INFO +first pass done in ([\d.]+)s \(planned after ([\d.]+)s\): (\d+) sites?, "
@@ -143,7 +144,7 @@ def measure_start(client: docker.DockerClient, sidecar: Any, which: str, project
     sampler = bench.MemorySampler(cg)
     sampler.start()
     try:
-        bench.wait_for("the first pass", lambda: FIRST_PASS.search(
+        wait_for("the first pass", lambda: FIRST_PASS.search(
             sidecar.logs().decode("utf-8", "replace")[since_logs:]), timeout=300, interval=0.2)
         time.sleep(5)  # anything it would wrongly start now shows up in the logs and the watcher
         text = sidecar.logs().decode("utf-8", "replace")[since_logs:]
@@ -183,8 +184,8 @@ def one_run(client: docker.DockerClient, images: dict[str, str], n: int, k: int,
     os.chmod(sites_dir / "sites.yml", 0o644)
     env = {
         **os.environ, **{k_: v for k_, v in images.items() if k_ != "CADDY_IMAGE"},
-        "HTTP_PORT": str(bench.free_port()), "HTTPS_PORT": str(bench.free_port()),
-        "PEBBLE_MGMT_PORT": str(bench.free_port()), "STATUS_PORT_HOST": str(bench.free_port()),
+        "HTTP_PORT": str(free_port()), "HTTPS_PORT": str(free_port()),
+        "PEBBLE_MGMT_PORT": str(free_port()), "STATUS_PORT_HOST": str(free_port()),
         "DEMO_NETWORK": f"{project}-net", "SITES_DIR": str(sites_dir), "LOG_LEVEL": "info",
         "BENCH_NGINX_CONTAINER": f"{project}-nginx-1", "BENCH_PEBBLE_TEMPLATE": "",
     }

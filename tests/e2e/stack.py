@@ -12,62 +12,40 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import ssl
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import docker
 from cryptography import x509
 
+from ..support.images import images
+from ..support.net import Response, free_port, stays, tls_get, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "local-demo"
 # Override any of these with E2E_<NAME>, e.g. E2E_SIDECAR_IMAGE=local/nginx-acme-sidecar:mine
-IMAGES = {
-    key: os.environ.get(f"E2E_{key}", default)
-    for key, default in {
-        "NGINX_IMAGE": "local/nginx:stable",
-        "CERTBOT_IMAGE": "local/certbot:v4.0.0",
-        "APP_IMAGE": "local/app:test",
-        "PEBBLE_IMAGE": "local/pebble:test",
-        "SIDECAR_IMAGE": "local/nginx-acme-sidecar:test",
-    }.items()
-}
+IMAGES = images("E2E_")
 ARTIFACTS = ROOT / ".artifacts"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ARTIFACTS", "DEMO", "IMAGES", "ROOT", "Event", "Response", "Stack", "dns_names", "free_port",
+           "issuer_cn", "new_stack", "running", "stays", "wait_for"]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with the last error otherwise."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as exc:  # noqa: BLE001 - polling until it works
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+@dataclass(frozen=True)
+class Event:
+    """One event of the sidecar's engine, as ``GET /events`` gives it (sidecar.core.events.Event)."""
 
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: str
-    cert: x509.Certificate
+    seq: int                  # its place in this test run's history (``Stack.cursor``), from 1
+    kind: str                 # sidecar.core.events.Kind value: site_live, cert_issued, reload, ...
+    at: datetime
+    site: str
+    message: str
+    details: dict[str, Any]
+    run: str                  # which sidecar process emitted it (when that process started)
 
 
 @dataclass
@@ -84,6 +62,10 @@ class Stack:
     started: list[str] = field(default_factory=list)
     # More compose files layered over the demo's (``-f`` after it), e.g. tests/e2e/compose.acmeproxy.yml
     extra_files: list[Path] = field(default_factory=list)
+    # The sidecar's events read so far, across its restarts (see ``events``)
+    history: list[Event] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    _read: int = 0  # the sidecar's own number of the last event read from its current process
 
     # -- compose ---------------------------------------------------------------
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -126,39 +108,17 @@ class Stack:
         return c
 
     # -- HTTPS -----------------------------------------------------------------
-    def _tls_get(self, port: int, sni: str, path: str, cadata: str, timeout: float) -> Response:
-        ctx = ssl.create_default_context(cadata=cadata)
-        raw = socket.create_connection(("127.0.0.1", port), timeout)
-        try:
-            sock = ctx.wrap_socket(raw, server_hostname=sni)
-        except BaseException:
-            raw.close()
-            raise
-        with sock:
-            der = sock.getpeercert(binary_form=True)
-            assert der is not None
-            conn = http.client.HTTPSConnection(sni, port, timeout=timeout, context=ctx)
-            conn.sock = sock
-            try:
-                conn.request("GET", path, headers={"Host": sni})
-                resp = conn.getresponse()
-                body = resp.read().decode("utf-8", "replace")
-            finally:
-                conn.close()
-        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body,
-                        x509.load_der_x509_certificate(der))
-
     def fetch_root(self) -> str:
         code, ca = self.exec("pebble", "cat", "/pebble-ca/ca.pem")
         assert code == 0, ca
-        r = self._tls_get(self.mgmt_port, "localhost", "/roots/0", ca, 5.0)
+        r = tls_get(self.mgmt_port, "localhost", "/roots/0", ca, 5.0)
         assert r.status == 200, r.body
         self.root_pem = r.body
         return r.body
 
     def https(self, host: str, path: str = "/", timeout: float = 5.0) -> Response:
         """GET https://host/path via 127.0.0.1 with SNI=host, verified against Pebble's root."""
-        return self._tls_get(self.https_port, host, path, self.root_pem, timeout)
+        return tls_get(self.https_port, host, path, self.root_pem, timeout)
 
     def http(self, host: str, path: str = "/") -> tuple[int, dict[str, str], str]:
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
@@ -180,6 +140,72 @@ class Stack:
         tmp = self.sites_dir / ".sites.yml.tmp"
         tmp.write_text(text)
         os.replace(tmp, path)
+
+    # -- the sidecar's status API (its port, published on 127.0.0.1) ------------------------------
+    def api(self, path: str, timeout: float = 5.0) -> dict[str, Any]:
+        """GET ``path`` from the sidecar's status server; its JSON answer (200 only)."""
+        conn = http.client.HTTPConnection("127.0.0.1", int(self.env["STATUS_PORT_HOST"]), timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        assert resp.status == 200, (path, resp.status, body[:500])
+        return dict(json.loads(body))
+
+    def status(self) -> dict[str, Any]:
+        """``GET /status``: sites (one row each, by name in ``["rows"]`` too), problems, health."""
+        doc = self.api("/status")
+        doc["rows"] = {r["site"]: r for r in doc["sites"]}
+        return doc
+
+    def wait_pass(self, after: datetime, timeout: float = 30.0) -> dict[str, Any]:
+        """The status once a reconcile pass has finished after ``after`` (a UTC time): whatever
+        was changed before ``after`` has been acted on (or deliberately not)."""
+        return dict(wait_for(f"a pass finished after {after:%H:%M:%S.%f}",
+                             lambda: (d := self.status())["updated"] and datetime.fromisoformat(d["updated"]) > after
+                             and d, timeout=timeout, interval=0.2))
+
+    def _read_events(self) -> None:
+        doc = self.api(f"/events?since={self._read}")
+        if doc["started"] != (self.runs[-1] if self.runs else None):
+            # Another sidecar process (a restart): its numbers start at 1 again.
+            if self._read:
+                self._read = 0
+                doc = self.api("/events?since=0")
+            self.runs.append(doc["started"])
+        assert not doc["missed"], f"{doc['missed']} events were dropped by the sidecar before they were read"
+        for e in doc["events"]:
+            self.history.append(Event(len(self.history) + 1, e["kind"], datetime.fromisoformat(e["at"]), e["site"],
+                                      e["message"], e["details"], doc["started"]))
+        self._read = doc["next"]
+
+    def events(self, since: int = 0, kind: str | None = None, site: str | None = None) -> list[Event]:
+        """The sidecar's events after ``since`` (a ``cursor()``), oldest first, optionally only those of
+        one ``kind`` and ``site``. Events of a sidecar process are kept here across its restarts when
+        they were read before it stopped (every ``events``/``cursor``/``wait_event`` call reads)."""
+        self._read_events()
+        return [e for e in self.history[since:] if kind in (None, e.kind) and site in (None, e.site)]
+
+    def cursor(self) -> int:
+        """Where "from now on" starts, for ``events(since=...)``."""
+        self._read_events()
+        return len(self.history)
+
+    def wait_event(self, kind: str, site: str | None = None, since: int = 0, timeout: float = 60.0,
+                   where: Callable[[Event], object] = lambda e: True) -> Event:
+        """The first event of ``kind`` (for ``site``; matching ``where``) after ``since``, waiting for it."""
+        found: Event = wait_for(f"a {kind} event{f' for {site}' if site else ''} after #{since}",
+                                lambda: next((e for e in self.events(since, kind, site) if where(e)), None),
+                                timeout=timeout, interval=0.2)
+        return found
+
+    def no_event(self, kind: str, site: str | None = None, since: int = 0, deadline: float = 2.0) -> None:
+        """Nothing of ``kind`` (for ``site``) after ``since``, until ``deadline`` seconds from now;
+        fails as soon as one comes."""
+        stays(f"unexpected {kind} event(s){f' for {site}' if site else ''} after #{since}",
+              lambda: [(e.kind, e.site, e.message) for e in self.events(since, kind, site)], deadline, interval=0.2)
 
     def record(self, key: str, value: Any) -> None:
         ARTIFACTS.mkdir(exist_ok=True)

@@ -1,0 +1,219 @@
+"""The loop, unit-tested with a hand-written fake per adapter: Docker (containers, nginx through
+``docker exec``) and the certbot runner (which lays out a real lineage, as certbot would).
+
+Each test runs real passes (``run_pass``) and asserts on events, the fakes' records, the
+ledger and the files written, not on log wording.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from sidecar.adapters.docker_api import ExecResult, RunResult
+from sidecar.core import ratelimits
+from sidecar.core.events import Event, Kind
+from sidecar.core.model import ContainerInfo
+from sidecar.core.settings import Settings
+from sidecar.engine.loop import Reconciler
+from sidecar.sources.triggers import MAX_SLEEP
+from sidecar.state import lineage
+
+from .certfactory import write_lineage
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+CA = "https://ca.test/dir"
+NGINX = ContainerInfo(id="n" * 64, name="nginx", labels={"acme.nginx": "true"}, networks={"web": "10.0.0.2"})
+
+
+def app(name: str, domains: str, port: str = "8080") -> ContainerInfo:
+    return ContainerInfo(id=name * 8, name=name, labels={"acme.domains": domains, "acme.port": port},
+                         networks={"web": "10.0.0.9"})
+
+
+class FakeDocker:
+    """The Docker adapter's surface the loop uses; nginx answers ``-t``/``-s reload``/``-V``."""
+
+    def __init__(self, containers: list[ContainerInfo]) -> None:
+        self.containers = containers
+        self.execs: list[list[str]] = []
+        self.reject: str | None = None  # a conf file name nginx -t refuses
+
+    def list_containers(self) -> list[ContainerInfo]:
+        return list(self.containers)
+
+    def find_container(self, name_or_id: str) -> ContainerInfo | None:
+        return next((c for c in self.containers if name_or_id in (c.id, c.name)), None)
+
+    def exec(self, container_id: str, cmd: list[str], **_: Any) -> ExecResult:
+        assert container_id == NGINX.id
+        self.execs.append(cmd)
+        if cmd == ["nginx", "-V"]:
+            return ExecResult(0, "nginx version: nginx/1.27.3\nbuilt with OpenSSL 3.5.0\n")
+        if cmd[0] == "cat":
+            return ExecResult(0, "1\n")
+        if cmd == ["nginx", "-t"] and self.reject and (Path(self.conf_dir) / self.reject).exists():
+            return ExecResult(1, f'nginx: [emerg] unknown directive "x" in /etc/nginx/conf.d/{self.reject}:3\n')
+        return ExecResult(0, "")
+
+    conf_dir = ""
+
+    @property
+    def reloads(self) -> int:
+        return self.execs.count(["nginx", "-s", "reload"])
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        return iter(())
+
+    def close_events(self) -> None:
+        pass
+
+    def remove_labelled(self, label: str) -> int:
+        return 0
+
+
+class FakeCertbot:
+    """The runner: registers the account and lays out live/, archive/ and renewal/ like certbot."""
+
+    def __init__(self, certs_dir: Path) -> None:
+        self.certs_dir = certs_dir
+        self.runs: list[str] = []
+        self.fail: dict[str, str] = {}  # cert name -> certbot's output, exit 1
+
+    def warm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, args: list[str], environment: Any, site: str) -> RunResult:
+        name = args[args.index("--cert-name") + 1]
+        self.runs.append(name)
+        if name in self.fail:
+            return RunResult(1, self.fail[name])
+        config = Path(args[args.index("--config-dir") + 1])
+        lineage.account_dir(config, CA).joinpath("acct1").mkdir(parents=True, exist_ok=True)
+        names = [args[i + 1] for i, a in enumerate(args) if a == "-d"]
+        write_lineage(config, name, names, NOW - timedelta(days=1), NOW + timedelta(days=89), server=CA)
+        (config / "archive" / name).mkdir(parents=True, exist_ok=True)
+        return RunResult(0, "Successfully received certificate.")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def snapshot(self, snap: Any) -> None:
+        pass
+
+    def kinds(self, site: str | None = None) -> list[Kind]:
+        return [e.kind for e in self.events if site is None or e.site == site]
+
+
+@pytest.fixture(autouse=True)
+def _no_psl(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (the real public suffix list is read by tldextract, which leaves a file to the garbage collector)
+    monkeypatch.setattr(ratelimits, "registered_domain", lambda name: ".".join(name.split(".")[-2:]))
+
+
+def make(tmp_path: Path, containers: list[ContainerInfo], **overrides: Any) -> tuple[Reconciler, FakeDocker,
+                                                                                     FakeCertbot, Recorder]:
+    s = Settings(acme_server=CA, certs_dir=tmp_path / "le", webroot_dir=tmp_path / "www", conf_dir=tmp_path / "conf",
+                 state_dir=tmp_path / "state", ari=False, **overrides)
+    for d in (s.certs_dir, s.webroot_dir, s.conf_dir, s.state_dir):
+        d.mkdir(parents=True)
+    docker = FakeDocker([NGINX, *containers])
+    docker.conf_dir = str(s.conf_dir)
+    r = Reconciler(s, docker, clock=lambda: NOW)  # type: ignore[arg-type]
+    certbot = FakeCertbot(s.certs_dir)
+    r.issuer.runner = certbot
+    recorder = Recorder()
+    r.observers.add(recorder)
+    return r, docker, certbot, recorder
+
+
+def test_a_labelled_container_gets_a_certificate_and_a_vhost_and_a_second_pass_does_nothing(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com,www.a.example.com")])
+    next_due = r.run_pass()
+    assert certbot.runs == ["a.example.com"]
+    assert seen.kinds("a.example.com") == [Kind.SITE_ADDED, Kind.CERT_REQUESTED, Kind.CERT_ISSUED, Kind.SITE_LIVE]
+    assert (r.settings.conf_dir / "sidecar-site-a.example.com.conf").is_file()
+    assert docker.reloads == 2  # the global file first (no certificate yet), then the site
+    assert ["nginx", "-t"] in docker.execs
+    status = (r.settings.state_dir / "status.json").read_text()
+    assert '"state": "ok"' in status and '"live": true' in status
+    assert next_due is not None and next_due > NOW + timedelta(days=50)  # renewal, two thirds in
+
+    seen.events.clear()
+    r.run_pass()
+    assert certbot.runs == ["a.example.com"] and docker.reloads == 2 and seen.events == []
+
+
+def test_a_failed_request_is_recorded_backed_off_and_not_retried_at_once(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com"), app("b", "b.example.com")])
+    certbot.fail["b.example.com"] = "Some challenges have failed.\nDetail: Invalid response from http://b.example.com"
+    next_due = r.run_pass()
+    (failed,) = [e for e in seen.events if e.kind == Kind.CERT_FAILED]
+    assert failed.site == "b.example.com" and failed.details["failure"] == "validation"
+    assert failed.details["next_attempt"] == NOW + timedelta(minutes=1)
+    assert r.ledger.attempts["b.example.com"].failures == 1
+    assert next_due == NOW + timedelta(minutes=1)
+    assert Kind.SITE_LIVE in seen.kinds("a.example.com")  # the other site is not held back
+    r.run_pass()
+    assert certbot.runs.count("b.example.com") == 1  # the clock has not moved: it waits
+
+
+def test_without_nginx_nothing_runs_and_the_loop_looks_again_later(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")])
+    docker.containers.remove(NGINX)
+    assert r.run_pass() == NOW + MAX_SLEEP
+    assert certbot.runs == [] and docker.execs == []
+    status = json.loads((r.settings.state_dir / "status.json").read_text())
+    assert status["sites"] == [] and any("shares no network with nginx" in p for p in status["problems"])
+
+
+def test_a_spent_budget_postpones_the_request_and_says_until_when(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")])
+    r.ledger.orders = [(NOW - timedelta(minutes=10), f"x{i}") for i in range(300)]
+    next_due = r.run_pass()
+    assert certbot.runs == []
+    (postponed,) = [e for e in seen.events if e.kind == Kind.CERT_POSTPONED]
+    assert postponed.details["until"] == NOW + timedelta(hours=3, minutes=-10) == next_due
+    assert r.preview().postponed["a.example.com"].frees_at == next_due  # what /plan shows
+    r.run_pass()
+    assert [e.kind for e in seen.events].count(Kind.CERT_POSTPONED) == 1  # said once
+
+
+def test_a_site_file_nginx_rejects_is_held_back_and_the_others_go_live(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com"), app("b", "b.example.com")])
+    docker.reject = "sidecar-site-b.example.com.conf"
+    r.run_pass()
+    assert sorted(certbot.runs) == ["a.example.com", "b.example.com"]
+    (rejected,) = [e for e in seen.events if e.kind == Kind.NGINX_REJECTED]
+    assert rejected.site == "b.example.com" and "unknown directive" in rejected.details["error"]
+    assert Kind.SITE_LIVE in seen.kinds("a.example.com") and Kind.SITE_LIVE not in seen.kinds("b.example.com")
+    assert not (r.settings.conf_dir / docker.reject).exists()
+    docker.reject = None  # fixed (e.g. the upstream resolves again): the next pass puts it live
+    r.run_pass()
+    assert Kind.SITE_LIVE in seen.kinds("b.example.com")
+
+
+def test_sites_from_the_file_and_labels_are_one_desired_state(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.yml"
+    sites.write_text("sites:\n  - domains: [f.example.com]\n    upstream: http://10.0.0.5:8080\n")
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")], sites_file=sites)
+    r.run_pass()
+    assert sorted(certbot.runs) == ["a.example.com", "f.example.com"]
+    assert re.search(r"server 10\.0\.0\.5:8080;",
+                     (r.settings.conf_dir / "sidecar-site-f.example.com.conf").read_text())
+    sites.write_text("sites: [\n")  # broken: the last good version keeps serving
+    r.run_pass()
+    assert Kind.SITE_REMOVED not in seen.kinds() and (r.settings.conf_dir / "sidecar-site-f.example.com.conf").exists()

@@ -43,6 +43,7 @@ from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 from sidecar.core.domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain
 from sidecar.core.errors import InputError
 from sidecar.core.model import Problem
+from sidecar.core.render import MOZILLA_INTERMEDIATE_CIPHERS
 from sidecar.core.names import LINEAGE_NAME as _LINEAGE_NAME, OWNED_PREFIX, TEMP_PREFIX
 
 SNIPPETS_DIRNAME = "sidecar-include"  # NGINX_CONF_DIR/sidecar-include/*.conf: snippets for users
@@ -636,6 +637,7 @@ def snippet_files(webroot: str = "/var/www/acme") -> dict[str, str]:
     for entry in sorted(resources.files("sidecar.core").joinpath("snippets").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".conf") and entry.is_file():
             text = entry.read_text(encoding="utf-8")
+            text = text.replace("@MOZILLA_INTERMEDIATE_CIPHERS@", MOZILLA_INTERMEDIATE_CIPHERS)
             found[entry.name] = text.replace(_WEBROOT_LINE, f"root {webroot.rstrip('/') or '/'};")
     return found
 

@@ -17,6 +17,7 @@ from typing import Mapping
 
 from sidecar.core.errors import ConfigError
 from sidecar.core.names import PROFILE_NAME
+from sidecar.core.planner import BACKOFF
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -75,8 +76,7 @@ class Settings:
     ari: bool = True
     preflight: bool = True
     # Back-off after failed attempts of one certificate (the CA's integration guide: 1m, 10m, 100m, daily)
-    backoff: tuple[timedelta, ...] = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100),
-                                      timedelta(days=1))
+    backoff: tuple[timedelta, ...] = BACKOFF
     # Which containers may declare sites: all, project (the sidecar's Compose project), network (nginx's networks)
     sites_scope: str = "all"
     # Status/metrics HTTP server (healthz, metrics, status, plan, renew); port 0 turns it off.

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from sidecar.core import names
+from sidecar.core.health import assess
 from sidecar.core.events import Event, Kind, Observers, PassSnapshot, SiteStatus
 from sidecar.core.model import Certificate, DesiredState, Site
 from sidecar.core.planner import Action, Attempt
@@ -161,15 +162,13 @@ class Reporter:
             log.warning("cannot write status file: %s", exc)
 
 
-def health(settings: Settings, max_age: timedelta = timedelta(minutes=15)) -> tuple[bool, str]:
-    """From the status file (when the status server does not answer)."""
+def health(settings: Settings) -> tuple[bool, dict[str, Any]]:
+    """From the status file (when the status server does not answer): is its last pass recent?"""
     path = settings.state_dir / STATUS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        updated = datetime.fromisoformat(data["updated"])
+        updated: datetime | None = datetime.fromisoformat(data["updated"])
+        why = ""
     except (OSError, ValueError, KeyError) as exc:
-        return False, f"no status yet ({exc})"
-    age = names.utcnow() - updated
-    if age > max_age:
-        return False, f"last pass {int(age.total_seconds())}s ago"
-    return True, f"ok: {len(data.get('sites', []))} sites, last pass {int(age.total_seconds())}s ago"
+        updated, data, why = None, {}, f"no status yet ({exc})"
+    return assess(updated, len(data.get("sites", [])), True, "", names.utcnow(), starting=why)

@@ -379,33 +379,24 @@ def _health(cfg: settings_mod.Settings, as_json: bool) -> int:
     except Unreachable as exc:
         from sidecar.engine.reporter import health
 
-        ok, message = health(cfg)
-        doc = {"status": "ok" if ok else "unhealthy", "from": "status file", "message": message,
-               "server": str(exc)}
+        ok, doc = health(cfg)
+        doc.update({"from": "status file", "server": str(exc)})
     if as_json:
         _print_json(doc)
-    elif "message" in doc:
-        print(f"{doc['message']} (from the status file: {doc['server']})")
-    elif ok:
-        print(f"ok: last pass {ago(doc.get('last_pass_age_seconds') or 0)} ago, {doc.get('sites', 0)} sites")
+        return 0 if ok else 1
+    where = f" (from the status file: {doc['server']})" if "from" in doc else ""
+    if ok:
+        print(f"ok: last pass {ago(doc.get('last_pass_age_seconds') or 0)} ago, {doc.get('sites', 0)} sites{where}")
     else:
-        print("unhealthy: " + "; ".join(doc.get("problems") or [str(doc)]))
+        print("unhealthy: " + "; ".join(doc.get("problems") or [str(doc)]) + where)
     return 0 if ok else 1
-
-
-def _find_nginx(cfg: settings_mod.Settings, containers: Sequence[Any]) -> Any:
-    if cfg.nginx_container:
-        want = cfg.nginx_container
-        return next((c for c in containers if c.name == want or c.id.startswith(want)), None)
-    marked = [c for c in containers if c.labels.get(cfg.nginx_label, "").lower() in ("true", "1", "yes")]
-    return marked[0] if marked else None
 
 
 def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     """Validate the environment, the sites file and every labelled container's labels."""
     from sidecar.core import desired
-    from sidecar.sources import labels, sitesfile
     from sidecar.core.model import Problem
+    from sidecar.sources import sitesfile
 
     doc: dict[str, Any] = {"settings": {"acme_server": cfg.acme_server, "label_prefix": cfg.label_prefix,
                                         "sites_file": str(cfg.sites_file) if cfg.sites_file else None},
@@ -426,16 +417,19 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     label_sites: list[Any] = []
     try:
         from sidecar.adapters.docker_api import Docker
+        from sidecar.sources.containers import read_containers
 
-        containers = Docker(timeout=10).list_containers()
-        nginx_c = _find_nginx(cfg, containers)
-        if nginx_c is None:
+        docker = Docker(timeout=10)
+        own_id = docker.own_container_id(cfg.sidecar_container)
+        # The same choice of nginx and the same scope as the running sidecar (SITES_SCOPE, Compose project).
+        view = read_containers(docker.list_containers(), cfg, docker.find_container(own_id) if own_id else None)
+        if view.nginx is None:
             doc["notes"].append("nginx container not found (NGINX_CONTAINER or the label "
                                 f"{cfg.nginx_label}=true); label sites are checked without its networks")
-        label_sites, label_problems = labels.sites_from_containers(
-            [c for c in containers if nginx_c is None or c.id != nginx_c.id], cfg.label_prefix,
-            list(nginx_c.networks) if nginx_c else [])
-        problems += label_problems
+        if view.nginx_warning:
+            doc["notes"].append(view.nginx_warning)
+        label_sites = list(view.sites)
+        problems += view.problems
     except DockerUnavailable as exc:
         doc["notes"].append(f"container labels not checked: {exc}")
     state = desired.merge(file_sites, label_sites, problems)

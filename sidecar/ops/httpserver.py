@@ -37,24 +37,15 @@ from sidecar.state import runlogs
 from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
 from sidecar.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from sidecar.core.planner import Plan
+from sidecar.core.health import HEALTH_MAX_AGE, assess
+from sidecar.core.names import iso as _iso, utcnow
 from sidecar.core.schedule import Work
 
 log = logging.getLogger("sidecar")
 
-# A pass runs at least every 5 minutes (timer) and may include certbot runs of up to
-# CERTBOT_TIMEOUT; older than this means the loop is stuck.
-HEALTH_MAX_AGE = timedelta(minutes=15)
 CERTBOT_ACTIONS = ("issue", "expand", "rekey", "renew")
 # How many events ``GET /events`` can look back on (a burst of 100 sites makes about 500).
 JOURNAL_SIZE = 1000
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 class StatusBoard:
@@ -149,22 +140,7 @@ def events_document(journal: EventJournal, since: int) -> dict[str, Any]:
 def health(last: PassSnapshot | None, docker_ok: bool, docker_error: str, now: datetime,
            max_age: timedelta = HEALTH_MAX_AGE) -> tuple[bool, dict[str, Any]]:
     """Liveness and readiness in one: a recent pass, and Docker reachable on the last one."""
-    doc: dict[str, Any] = {"docker": docker_ok, "last_pass": _iso(last.at) if last else None}
-    problems = []
-    if last is None:
-        problems.append("starting: no reconcile pass has finished yet")
-    else:
-        age = (now - last.at).total_seconds()
-        doc["last_pass_age_seconds"] = round(age, 1)
-        doc["sites"] = len(last.sites)
-        if age > max_age.total_seconds():
-            problems.append(f"the last pass finished {int(age)}s ago (more than {int(max_age.total_seconds())}s)")
-    if not docker_ok:
-        problems.append(f"Docker API unreachable: {docker_error}")
-    doc["status"] = "unhealthy" if problems else "ok"
-    if problems:
-        doc["problems"] = problems
-    return not problems, doc
+    return assess(last.at if last else None, len(last.sites) if last else 0, docker_ok, docker_error, now, max_age)
 
 
 def site_row(s: SiteStatus, at: datetime, run: runlogs.RunLog | None) -> dict[str, Any]:

@@ -71,17 +71,22 @@ def parse_certificate(pem: bytes, name: str, fullchain_path: str = "", privkey_p
     )
 
 
-def renewal_server(certs_dir: Path, name: str) -> str:
-    """The ``server = URL`` line of certbot's ``renewal/NAME.conf``, or ""."""
+def renewal_setting(certs_dir: Path, name: str, wanted: str) -> str:
+    """One ``key = value`` line of certbot's ``renewal/NAME.conf`` (``server``, ``account``...), or ""."""
     try:
         text = (certs_dir / "renewal" / f"{name}.conf").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip() == "server":
+        if sep and key.strip() == wanted:
             return value.strip()
     return ""
+
+
+def renewal_server(certs_dir: Path, name: str) -> str:
+    """The ACME directory a lineage was issued from, or ""."""
+    return renewal_setting(certs_dir, name, "server")
 
 
 # lineage name -> (what the files looked like, the certificate read from them)

@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sidecar.state.certs import renewal_setting
 from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,9 @@ def has_account(config_dir: Path, server: str) -> bool:
 
 def renewal_account(certs_dir: Path, name: str, server: str) -> str | None:
     """The ACME account an existing lineage was issued with, if it is stored for ``server``."""
-    try:
-        text = (certs_dir / "renewal" / f"{name}.conf").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "account":
-            account = value.strip()
-            if account.isalnum() and (account_dir(certs_dir, server) / account).is_dir():
-                return account
+    account = renewal_setting(certs_dir, name, "account")
+    if account.isalnum() and (account_dir(certs_dir, server) / account).is_dir():
+        return account
     return None
 
 

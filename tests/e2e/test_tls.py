@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from sidecar.core.events import Kind
+
 from .stack import Stack, new_stack, running, wait_for
 
 TESTSSL_IMAGE = os.environ.get("E2E_TESTSSL_IMAGE", "local/testssl:test")
@@ -282,12 +284,15 @@ def test_label_options_and_snippets_take_effect(tls: Tls) -> None:
 def test_a_broken_snippet_holds_back_only_its_own_site(tls: Tls) -> None:
     s = tls.stack
     _write_snippet(s, BROKEN, "this_is_not_an_nginx_directive on;")
+    since = s.cursor()
     app = s.run_app("tls-broken", {"acme.domains": BROKEN, "acme.port": "5678"}, "hello broken")
     try:
-        wait_for("nginx to reject the broken site",
-                 lambda: f"nginx rejected sidecar-site-{BROKEN}.conf" in s.logs(), timeout=90, interval=0.5)
-        line = next(ln for ln in s.logs().splitlines() if f"nginx rejected sidecar-site-{BROKEN}.conf" in ln)
-        assert f"{SNIPPETS}/{BROKEN}/e2e.conf" in line, line
+        rejected = s.wait_event(Kind.NGINX_REJECTED, BROKEN, since, timeout=90)
+        assert rejected.details["file"] == f"sidecar-site-{BROKEN}.conf", rejected
+        # the error names the snippet's file (and line), as the README says
+        assert f"{SNIPPETS}/{BROKEN}/e2e.conf" in rejected.details["error"], rejected
+        wait_for("the held-back site in /status, not live", lambda: (
+            row := s.status()["rows"].get(BROKEN)) and row["state"] == "ok" and not row["live"], timeout=10)
         with pytest.raises(ssl.SSLError):  # no vhost for it: the catch-all server refuses the name
             s.https(BROKEN)
         for host in ("a.demo.test", MODERN, OPTS):

@@ -13,12 +13,15 @@ import http.client
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import docker
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.core.events import Kind
 
 from .stack import IMAGES, Stack, new_stack, wait_for
 
@@ -57,8 +60,10 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def blocked(ops: Stack) -> str:
     """A labelled site the CA refuses: it fails, backs off, and is alerted once."""
+    since = ops.cursor()
     ops.run_app("blocked", {"acme.domains": BLOCKED, "acme.port": "5678"}, "blocked")
-    wait_for("the failure", lambda: f"site {BLOCKED}: certificate request failed" in ops.logs(), timeout=60)
+    failed = ops.wait_event(Kind.CERT_FAILED, BLOCKED, since, timeout=60)
+    assert failed.details["failures"] == 1 and failed.details["next_attempt"], failed
     return BLOCKED
 
 
@@ -142,13 +147,18 @@ def test_a_failure_is_alerted_once_by_mail_and_webhook_not_on_every_retry(ops: S
     assert hook["body"]["type"] == "failure"
 
     # The operator retries at once (no back-off): it fails the same way, and nobody is mailed again.
-    failures_before = ops.logs().count(f"site {blocked}: certificate request failed")
+    since = ops.cursor()
     code, out = ops.exec("sidecar", "python3", "-m", "sidecar", "renew", blocked)
     assert code == 0, out
     assert "renewal check requested" in out
-    wait_for("the retry", lambda: ops.logs().count(f"site {blocked}: certificate request failed") > failures_before,
-             timeout=60)
-    time.sleep(5)  # longer than the alert batching and a delivery
+    retry = ops.wait_event(Kind.CERT_FAILED, blocked, since, timeout=60)
+    assert retry.details["failures"] >= 2, retry
+    # Alerts go out one after the other: once an alert that came after the retry's failure has
+    # been delivered, any alert about that failure would have been delivered before it.
+    code, out = ops.exec("sidecar", "python3", "-m", "sidecar", "renew", "static.demo.test", "--force")
+    assert code == 0, out
+    marker = "Certificate renewed: static.demo.test"
+    wait_for("a later alert delivered", lambda: mails_about(ops, marker) and hooks_about(ops, marker), timeout=60)
     assert len(mails_about(ops, title)) == 1
     assert len(hooks_about(ops, title)) == 1
     m = metrics(ops)
@@ -193,6 +203,7 @@ def test_status_and_plan_show_the_right_rows(ops: Stack, blocked: str) -> None:
 
 def test_forced_renewal_renews_now_and_is_announced(ops: Stack) -> None:
     before = ops.cert_on_disk("b.demo.test")
+    since = ops.cursor()
     code, out = ops.exec("sidecar", "python3", "-m", "sidecar", "renew", "b.demo.test", "--force")
     assert code == 0 and "forced renewal requested" in out, out
     after = wait_for("a new certificate on disk",
@@ -204,7 +215,10 @@ def test_forced_renewal_renews_now_and_is_announced(ops: Stack) -> None:
     m = wait_for("metrics updated", lambda: (m := metrics(ops)) and site_gauge(m, "not_after", "b.demo.test")
                  == after.not_valid_after_utc.timestamp() and m, timeout=10)
     assert m[("nginx_acme_certificates_obtained_total", (("action", "renew"),))] >= 1
-    assert "renewal requested by operator" in ops.logs()
+    (requested,) = ops.events(since, Kind.CERT_REQUESTED, "b.demo.test")
+    assert requested.details["action"] == "renew" and "operator" in requested.message, requested  # the plan's why
+    (renewed,) = ops.events(since, Kind.CERT_RENEWED, "b.demo.test")
+    assert datetime.fromisoformat(renewed.details["not_after"]) == after.not_valid_after_utc
     # Done once: the next plan does not renew it again.
     plan = {d["site"]: d for d in sidecar_json(ops, "plan")["decisions"]}
     assert plan["b.demo.test"]["action"] == "ok"
@@ -277,8 +291,11 @@ def test_healthcheck_turns_unhealthy_without_docker_and_recovers(ops: Stack) -> 
         wait_for("healthy again", lambda: docker_health() == "healthy", timeout=120, interval=0.5)
         assert health_cmd()[0] == 0
         s.record("healthcheck_healthy_after_docker_back_seconds", round(time.monotonic() - started, 1))
-        logs = sidecar.logs().decode()
-        assert "Docker API unavailable" in logs
+        code, out = sidecar.exec_run(["python3", "-c", "import sys, urllib.request; sys.stdout.write(urllib.request"
+                                      ".urlopen('http://127.0.0.1:9090/events', timeout=5).read().decode())"])
+        assert code == 0, out
+        kinds = [e["kind"] for e in json.loads(out)["events"]]
+        assert Kind.DOCKER_UNAVAILABLE.value in kinds, kinds
     except BaseException:
         print("---- health sidecar logs ----\n" + sidecar.logs().decode()[-4000:])
         raise

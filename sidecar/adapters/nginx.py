@@ -145,7 +145,24 @@ def apply(
             if name not in files:
                 _set(conf_dir, name, None)
 
-    put(target)
+    def restore(what: str, detail: str = "", output: str = "", reload: bool = False) -> NginxError:
+        """Put the previous files back (and reload them); the error says whether that worked."""
+        detail = f": {detail}" if detail else ""
+        try:
+            put(before)
+        except OSError as exc:
+            return NginxError(f"{what}; restoring the previous configuration failed too ({exc}){detail}", output)
+        if reload:
+            ok, out = control.reload()
+            if not ok:
+                return NginxError(f"{what}, previous configuration restored but reloading it failed "
+                                  f"({first_error_line(out)}){detail}", output)
+        return NginxError(f"{what}, previous configuration restored{detail}", output)
+
+    try:
+        put(target)
+    except OSError as exc:  # disk full, read-only volume: nothing half-written stays
+        raise restore("cannot write the nginx config", str(exc)) from exc
     for _ in range(max_isolations + 1):
         ok, output = control.test()
         if ok:
@@ -154,8 +171,7 @@ def apply(
         reason = first_error_line(output)
         if culprit is None or culprit == GLOBAL_FILE:
             # Not one site's file: put everything back as it was.
-            put(before)
-            raise NginxError(f"nginx -t failed, previous configuration restored: {reason}", output)
+            raise restore("nginx -t failed", reason, output)
         # Hold back this one site's file: its previous version if this pass changed it,
         # else leave it out altogether (an unchanged file that fails now, e.g. an upstream
         # name that no longer resolves, must not block every other site's updates).
@@ -166,10 +182,12 @@ def apply(
             target[culprit] = before[culprit]
         else:
             target.pop(culprit, None)
-        put(target)
+        try:
+            put(target)
+        except OSError as exc:
+            raise restore("cannot write the nginx config", str(exc)) from exc
     else:
-        put(before)
-        raise NginxError("nginx -t kept failing, previous configuration restored", output)
+        raise restore("nginx -t kept failing", output=output)
 
     after = owned_files(conf_dir)
     result.written = sorted(n for n in after if before.get(n) != after[n])
@@ -179,18 +197,12 @@ def apply(
         return result
     ok, output = control.reload()
     if not ok:
-        put(before)
-        control.reload()
-        raise NginxError(f"nginx -s reload failed, previous configuration restored: {first_error_line(output)}",
-                         output)
+        raise restore("nginx -s reload failed", first_error_line(output), output, reload=True)
     result.reloaded = True
     if verify is not None:
         problem = verify(result.written)
         if problem:
-            put(before)
-            control.reload()
-            raise NginxError(f"after the reload nginx did not serve what was written ({problem}); "
-                             "previous configuration restored")
+            raise restore(f"after the reload nginx did not serve what was written ({problem})", reload=True)
     return result
 
 

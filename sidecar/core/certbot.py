@@ -92,6 +92,9 @@ def register_arguments(settings: Settings) -> list[str]:
 
 
 _RETRY_AFTER = re.compile(r"retry after (\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\s*UTC|Z)?", re.I)
+# certbot's own words when the stored account is gone ("Account at /etc/letsencrypt/accounts/... does not
+# exist"); any other "account ... not found" (a validation error for account.example.com, say) is not that.
+_ACCOUNT_GONE = re.compile(r"\b(?:account at \S+ does not exist|no such account)\b", re.I)
 _DETAIL = re.compile(r"^\s*Detail:\s*(.+)$", re.M)
 _NOISE = (
     "Saving debug log", "Ask for help", "See the logfile", "Some challenges have failed",
@@ -131,7 +134,7 @@ def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
         if match:
             retry = datetime.fromisoformat(match.group(1).replace(" ", "T")).replace(tzinfo=timezone.utc)
         return Outcome(False, summary, Failure.RATE_LIMITED, retry_after=retry or now + timedelta(hours=1))
-    if "accountdoesnotexist" in low or ("account" in low and "not found" in low) or "no such account" in low:
+    if "accountdoesnotexist" in low or _ACCOUNT_GONE.search(text):
         return Outcome(False, summary, Failure.ACCOUNT_MISSING)
     if any(k in low for k in ("rejectedidentifier", "caa record", "policy forbids", "forbidden by policy",
                                "malformed")):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Sequence
 
 from sidecar.core.names import iso
 
@@ -14,8 +14,11 @@ HEALTH_MAX_AGE = timedelta(minutes=15)
 
 def assess(last_pass: datetime | None, sites: int, docker_ok: bool, docker_error: str, now: datetime,
            max_age: timedelta = HEALTH_MAX_AGE, starting: str = "starting: no reconcile pass has finished yet",
-           ) -> tuple[bool, dict[str, Any]]:
-    """Liveness and readiness in one: a recent pass, and Docker reachable on the last one."""
+           degraded: Sequence[str] = ()) -> tuple[bool, dict[str, Any]]:
+    """Liveness and readiness in one: a recent pass, and Docker reachable on the last one.
+
+    ``degraded``: the sidecar works but not fully (its event watcher reconnecting, ...): still
+    healthy (a restart would not help), status "degraded" with the reasons."""
     doc: dict[str, Any] = {"docker": docker_ok, "last_pass": iso(last_pass)}
     problems = []
     if last_pass is None:
@@ -28,7 +31,9 @@ def assess(last_pass: datetime | None, sites: int, docker_ok: bool, docker_error
             problems.append(f"the last pass finished {int(age)}s ago (more than {int(max_age.total_seconds())}s)")
     if not docker_ok:
         problems.append(f"Docker API unreachable: {docker_error}")
-    doc["status"] = "unhealthy" if problems else "ok"
+    doc["status"] = "unhealthy" if problems else "degraded" if degraded else "ok"
     if problems:
         doc["problems"] = problems
+    if degraded:
+        doc["degraded"] = list(degraded)
     return not problems, doc

@@ -17,6 +17,9 @@ SITE_FILE_PREFIX = f"{OWNED_PREFIX}site-"
 TEMP_PREFIX = ".sidecar-tmp-"
 # A certbot lineage (certificate) name as the sidecar accepts it: a path component, no dot first.
 LINEAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# A directory the rendered nginx config names (certificates, webroot, snippets): nothing nginx
+# would read as syntax (quotes, spaces, ';', braces, '$' variables, newlines).
+NGINX_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]{0,200}")
 # An ACME profile name (certbot --preferred-profile).
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from sidecar.core.domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain
-from sidecar.core.errors import InputError
+from sidecar.core.errors import ConfigError, InputError
 from sidecar.core.model import Problem
 from sidecar.core.render import MOZILLA_INTERMEDIATE_CIPHERS
-from sidecar.core.names import LINEAGE_NAME as _LINEAGE_NAME, OWNED_PREFIX, TEMP_PREFIX
+from sidecar.core.names import LINEAGE_NAME as _LINEAGE_NAME, NGINX_SAFE_PATH, OWNED_PREFIX, TEMP_PREFIX
 
 SNIPPETS_DIRNAME = "sidecar-include"  # NGINX_CONF_DIR/sidecar-include/*.conf: snippets for users
 MAX_INCLUDE_DEPTH = 20
@@ -626,13 +626,12 @@ def demands_from_files(
 # -- shipped snippets ------------------------------------------------------------
 
 _WEBROOT_LINE = "root /var/www/acme;"
-_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 
 
 def snippet_files(webroot: str = "/var/www/acme") -> dict[str, str]:
     """file name -> content of the shipped snippets, the challenge root set to ``webroot``."""
-    if not _SAFE_PATH.fullmatch(webroot):
-        raise ValueError(f"webroot {webroot!r}: only absolute paths of letters, digits, '._-/' fit in a snippet")
+    if not NGINX_SAFE_PATH.fullmatch(webroot):
+        raise ConfigError(f"WEBROOT_DIR={webroot!r}: only absolute paths of letters, digits and ._/- fit in a snippet")
     found: dict[str, str] = {}
     for entry in sorted(resources.files("sidecar.core").joinpath("snippets").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".conf") and entry.is_file():

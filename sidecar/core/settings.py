@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from sidecar.core.errors import ConfigError
-from sidecar.core.names import PROFILE_NAME
+from sidecar.core.names import NGINX_SAFE_PATH, PROFILE_NAME
 from sidecar.core.planner import BACKOFF
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
@@ -126,6 +126,17 @@ def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, 
     return raw
 
 
+def _nginx_path(env: Mapping[str, str], key: str, default: Path) -> Path:
+    """A directory that ends up in the rendered nginx config: only characters nginx reads as a path."""
+    raw = _str(env, key)
+    if raw is None:
+        return default
+    if not NGINX_SAFE_PATH.fullmatch(raw):
+        raise ConfigError(f"{key}={raw!r}: an absolute path of letters, digits and ._/- (it is written into the "
+                          "nginx config)")
+    return Path(raw)
+
+
 def _path(env: Mapping[str, str], key: str, default: Path | None) -> Path | None:
     raw = _str(env, key)
     if raw is None:
@@ -227,7 +238,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         limits = {LETSENCRYPT_PRODUCTION: "letsencrypt", LETSENCRYPT_STAGING: "letsencrypt-staging"}.get(server, "off")
 
     snippets = _str(env, "SNIPPETS_DIR")
-    if snippets is not None and snippets.lower() != "off" and not re.fullmatch(r"/[A-Za-z0-9._/-]{0,200}", snippets):
+    if snippets is not None and snippets.lower() != "off" and not NGINX_SAFE_PATH.fullmatch(snippets):
         raise ConfigError(f"SNIPPETS_DIR={snippets!r}: an absolute path of letters, digits and ._/- (or off)")
     templates_dir = _path(env, "TEMPLATES_DIR", None)
     if templates_dir is not None:
@@ -245,8 +256,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         nginx_container=names["NGINX_CONTAINER"],
         certbot_image=image,
         sidecar_container=names["SIDECAR_CONTAINER"],
-        certs_dir=_path(env, "CERTS_DIR", defaults.certs_dir) or defaults.certs_dir,
-        webroot_dir=_path(env, "WEBROOT_DIR", defaults.webroot_dir) or defaults.webroot_dir,
+        certs_dir=_nginx_path(env, "CERTS_DIR", defaults.certs_dir),
+        webroot_dir=_nginx_path(env, "WEBROOT_DIR", defaults.webroot_dir),
         conf_dir=_path(env, "NGINX_CONF_DIR", defaults.conf_dir) or defaults.conf_dir,
         state_dir=_path(env, "STATE_DIR", defaults.state_dir) or defaults.state_dir,
         sites_file=_path(env, "SITES_FILE", None),

@@ -12,6 +12,7 @@ never stops the loop or other sites.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -19,7 +20,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
@@ -56,8 +57,9 @@ class Issuer:
         self.account_paused_until: datetime | None = None  # set from a CA's account-wide 429
         self.forced: set[str] = set()  # sites an operator asked to renew now (``renew NAME --force``)
         self.registering = threading.Event()  # the ACME account is being registered ahead of the first site
-        self._main_dir_lock = threading.Lock()
-        self._account_lock = threading.Lock()
+        self._main_dir_lock = threading.RLock()  # (re-entered: dropping the account inside a run in place)
+        self._claims: set[str] = set()  # lineages certbot is working on (their placeholder may be set aside)
+        self._claims_lock = threading.Lock()
 
     def runner_ready(self) -> runner.Runner:
         if self.runner is None:
@@ -106,6 +108,9 @@ class Issuer:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.UNKNOWN)
         except DockerUnavailable as exc:
             outcome = certbot.Outcome(False, str(exc), certbot.Failure.TRANSIENT)
+        except Exception as exc:  # noqa: BLE001 - one site's failure is recorded and backed off, never a loop
+            log.debug("site %s: certificate work failed", site.name, exc_info=True)
+            outcome = certbot.Outcome(False, f"internal error: {type(exc).__name__}: {exc}", certbot.Failure.UNKNOWN)
         finally:
             self.lineages.forget()
         if self.stopped.is_set() and not outcome.ok:
@@ -197,7 +202,27 @@ class Issuer:
         outcome: certbot.Outcome = retrying(self._issue_or_renew, decision)
         return outcome
 
+    @contextlib.contextmanager
+    def idle(self, name: str) -> Iterator[bool]:
+        """True inside when no certbot run works on lineage ``name``; none starts meanwhile."""
+        with self._claims_lock:
+            yield name not in self._claims
+
+    @contextlib.contextmanager
+    def _claim(self, name: str) -> Iterator[None]:
+        with self._claims_lock:
+            self._claims.add(name)
+        try:
+            yield
+        finally:
+            with self._claims_lock:
+                self._claims.discard(name)
+
     def _issue_or_renew(self, decision: Decision) -> certbot.Outcome:
+        with self._claim(decision.site.name):
+            return self._certbot_in_place_or_staged(decision)
+
+    def _certbot_in_place_or_staged(self, decision: Decision) -> certbot.Outcome:
         """Run certbot: new lineages side by side in a staging dir, the rest one at a time."""
         s = self.settings
         name = decision.site.name
@@ -263,7 +288,8 @@ class Issuer:
 
     def _drop_account(self, config_dir: Path) -> None:
         path = lineage.account_dir(config_dir, self.settings.acme_server)
-        with self._account_lock:
+        # The accounts in CERTS_DIR are shared: runs in place hold this lock, staged runs have copies.
+        with self._main_dir_lock if config_dir == self.settings.certs_dir else contextlib.nullcontext():
             if path.is_dir():
                 shutil.rmtree(path)
                 log.warning("the ACME server no longer knows the stored account; registering a new one")

@@ -61,8 +61,8 @@ class Reconciler:
         self.ari = AriWindows(AriClient(settings.acme_server, settings.acme_ca_bundle) if settings.ari else None,
                               ARI_SECONDS_PER_PASS)
         self.world = World(settings, docker, self.lineages)
-        self.publisher = Publisher(settings, lambda cid: DockerNginx(docker, cid), self.reporter)
         self.issuer = Issuer(settings, None, self.ledger, self.lineages, self.reporter, self.triggers.stopped)
+        self.publisher = Publisher(settings, lambda cid: DockerNginx(docker, cid), self.reporter, self.issuer.idle)
         self.watcher: DockerEventWatcher | None = None
         self.owner = "host"
         self.passes = 0
@@ -116,9 +116,10 @@ class Reconciler:
                     log.error("Docker API unavailable (%s); retrying in %ds", exc, delay)
                     self.reporter.emit(Kind.DOCKER_UNAVAILABLE, "", str(exc))
                     next_due = self.clock() + timedelta(seconds=delay)
-                except SidecarError as exc:
+                except Exception as exc:  # noqa: BLE001 - a pass that fails is retried, it never ends the process
                     failures += 1
-                    log.error("pass failed: %s", exc)
+                    log.error("pass failed: %s", exc if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}",
+                              exc_info=not isinstance(exc, SidecarError))
                     next_due = self.clock() + timedelta(seconds=min(2 ** failures, 300))
                 self.triggers.arm_timer(next_due)
         finally:
@@ -202,7 +203,7 @@ class Reconciler:
     def _work(self, sites: tuple[Site, ...], ask_ari: bool = True) -> Work:
         now = self.clock()
         lineages = self.lineages.certificates()
-        attempts = self.ledger.attempts_now({s.name for s in sites})
+        attempts = self.ledger.attempts_now({s.name for s in sites}, forget=ask_ari)  # (a preview changes nothing)
         windows = self.ari.windows({s.name: lineages[s.name] for s in sites if s.name in lineages}, now, ask=ask_ari)
         return schedule(sites, lineages, attempts, self.ledger.usage(self.issuer.account_paused_until),
                         self.policy, self.limits, now, windows, forced=frozenset(self.issuer.forced))
@@ -226,7 +227,8 @@ class Reconciler:
             budgets = ratelimits.remaining(
                 self.limits, {ratelimits.registered_domain(d) for s in snap.desired.sites for d in s.domains},
                 self.ledger.issued, self.ledger.orders, self.clock())
-        self.reporter.status(snap.desired, work, snap.lineages, self.publisher.live, attempts, budgets)
+        degraded = (self.watcher.problem,) if self.watcher is not None and self.watcher.problem else ()
+        self.reporter.status(snap.desired, work, snap.lineages, self.publisher.live, attempts, budgets, degraded)
 
     # -- start-up --------------------------------------------------------------------
     def _warm_up(self) -> None:

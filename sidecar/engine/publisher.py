@@ -10,11 +10,12 @@ changed does not reload.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
-from typing import Callable, Mapping
+from typing import Callable, ContextManager, Mapping
 
 from sidecar.adapters import nginx, probe
 from sidecar.adapters.nginx import DockerNginx
@@ -36,8 +37,10 @@ Fingerprint = tuple[object, ...]
 
 
 class Publisher:
-    def __init__(self, settings: Settings, control_for: Callable[[str], DockerNginx], reporter: Reporter) -> None:
+    def __init__(self, settings: Settings, control_for: Callable[[str], DockerNginx], reporter: Reporter,
+                 idle: Callable[[str], ContextManager[bool]] = lambda name: contextlib.nullcontext(True)) -> None:
         self.settings = settings
+        self.idle = idle  # (the issuer's: no placeholder is written while certbot works on that lineage)
         self.control_for = control_for
         self.reporter = reporter
         self._traits: tuple[str, render.NginxTraits] | None = None
@@ -62,7 +65,9 @@ class Publisher:
             if site.source_kind != SourceKind.NGINX_CONF or site.name in lineages:
                 continue
             try:
-                if placeholder.write_placeholder(self.settings.certs_dir, site.name, site.domains):
+                with self.idle(site.name) as idle:
+                    written = idle and placeholder.write_placeholder(self.settings.certs_dir, site.name, site.domains)
+                if written:
                     wrote = True
                     log.info("site %s: placeholder certificate written so nginx accepts %s until the real one "
                              "is issued", site.name, site.source.removeprefix("nginx config "))
@@ -94,6 +99,7 @@ class Publisher:
                                  verify=lambda written: self._verify_served(snap, written))
         except NginxError as exc:
             log.error("%s", exc)
+            self.reporter.emit(Kind.NGINX_REJECTED, "", str(exc), file="", error=str(exc))
             return False
         fingerprint = self._outside_fingerprint(snap)
         owned = nginx.owned_files(s.conf_dir)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
@@ -106,26 +106,30 @@ def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: froz
 
 
 class DockerEventWatcher:
-    """Follows the Docker event stream in a thread, reconnecting with back-off, and pokes on relevant events.
+    """Follows the Docker event stream in a thread and pokes the loop on relevant events.
 
-    ``alive`` is False once it gave up (only on an unexpected error): the health check shows it.
+    It never gives up: a lost stream is reconnected with back-off, and so is one that failed
+    in an unexpected way. ``problem`` says why it is not following right now ("" while it is):
+    the health check shows it, since only the timer picks up changes meanwhile.
     """
 
     def __init__(self, events: Callable[[], Iterator[dict[str, Any]]], settings: Settings, triggers: Triggers,
-                 relevant_ids: Callable[[], frozenset[str]]) -> None:
+                 relevant_ids: Callable[[], frozenset[str]], max_wait: float = 30.0) -> None:
         self.events = events
         self.settings = settings
         self.triggers = triggers
         self.relevant_ids = relevant_ids
-        self.alive = True
-        self.error = ""
+        self.max_wait = max_wait
+        self.problem = ""
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="docker-events", daemon=True).start()
+        threading.Thread(target=self.run, name="docker-events", daemon=True).start()
 
     def _follow(self) -> None:
+        stream = self.events()
+        self.problem = ""
         self.triggers.poke("event stream (re)connected")
-        for event in self.events():
+        for event in stream:
             if self.triggers.stopped.is_set():
                 return
             if relevant_event(event, self.settings, self.relevant_ids()):
@@ -134,21 +138,24 @@ class DockerEventWatcher:
         if not self.triggers.stopped.is_set():
             raise DockerUnavailable("event stream ended")
 
-    def _run(self) -> None:
-        retry = Retrying(
-            wait=wait_exponential(multiplier=1, min=1, max=30),
-            retry=retry_if_exception_type(DockerUnavailable),
+    def _lost(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, DockerUnavailable):
+            self.problem = f"Docker event stream lost ({exc}); reconnecting"
+            log.warning("%s", self.problem)
+        else:
+            self.problem = f"Docker event watcher failed ({type(exc).__name__}: {exc}); restarting it"
+            log.error("%s", self.problem, exc_info=exc)
+        self.triggers.poke("event watcher lost")  # a pass, so health and status say it now
+
+    def run(self) -> None:
+        Retrying(
+            wait=wait_exponential(multiplier=1, min=1, max=self.max_wait),
+            retry=retry_if_exception(lambda _: not self.triggers.stopped.is_set()),
             stop=stop_never,
-            before_sleep=lambda rs: log.warning("Docker event stream lost (%s); reconnecting",
-                                                rs.outcome.exception() if rs.outcome else "?"),
+            before_sleep=self._lost,
             reraise=True,
-        )
-        try:
-            retry(self._follow)
-        except Exception as exc:  # noqa: BLE001 - the watcher thread must never die silently
-            if not self.triggers.stopped.is_set():
-                self.alive, self.error = False, str(exc)
-                log.error("Docker event watcher stopped: %s; changes are picked up by the timer only", exc)
+        )(self._follow)
 
 
 class _Handler(FileSystemEventHandler):

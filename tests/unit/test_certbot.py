@@ -130,6 +130,19 @@ Hint: The Certificate Authority failed to download the temporary challenge files
 Some challenges have failed.
 """ + LOG_TAIL
 
+ACCOUNT_GONE_LOCALLY = """\
+An unexpected error occurred:
+Account at /etc/letsencrypt/accounts/acme.test/directory/0123abcd does not exist
+"""
+
+# "account" and "not found" in a validation error: not the account (it used to drop the stored one).
+NOT_AN_ACCOUNT_PROBLEM = """\
+Certbot failed to authenticate some domains (authenticator: webroot).
+  Domain: account.example.com
+  Type:   unauthorized
+  Detail: 203.0.113.10: Invalid response from http://account.example.com/.well-known/acme-challenge/x: 404 Not Found
+"""
+
 ACCOUNT_MISSING = """\
 Saving debug log to /var/log/letsencrypt/letsencrypt.log
 An unexpected error occurred:
@@ -185,6 +198,8 @@ WEIRD = "Saving debug log to /var/log/letsencrypt/letsencrypt.log\nSomething odd
         (1, VALIDATION_REFUSED, False, Failure.VALIDATION, False,
          "203.0.113.10: Fetching http://a.example.com/.well-known/acme-challenge/x1: Connection refused"),
         (1, ACCOUNT_MISSING, False, Failure.ACCOUNT_MISSING, False, "account that does not exist"),
+        (1, ACCOUNT_GONE_LOCALLY, False, Failure.ACCOUNT_MISSING, False, "Account at"),
+        (1, NOT_AN_ACCOUNT_PROBLEM, False, Failure.VALIDATION, False, "Invalid response"),
         (1, CONNECTION_REFUSED, False, Failure.TRANSIENT, False, "Connection refused"),
         (1, SERVER_ERROR, False, Failure.TRANSIENT, False, "internal error"),
         (1, REJECTED, False, Failure.REJECTED, False, "Cannot issue for"),
@@ -193,7 +208,7 @@ WEIRD = "Saving debug log to /var/log/letsencrypt/letsencrypt.log\nSomething odd
         (None, "Requesting a certificate for a.example.com\n", False, Failure.TIMEOUT, False, "did not finish"),
     ],
     ids=["success", "not-yet-due", "rate-limit-retry-after", "rate-limit-no-time", "validation",
-         "validation-connection-refused-is-not-transient", "account-missing", "connection-refused", "server-error", "rejected", "unknown", "no-output", "timeout"],
+         "validation-connection-refused-is-not-transient", "account-missing", "account-gone-locally", "account-in-a-validation-error-is-not-the-account", "connection-refused", "server-error", "rejected", "unknown", "no-output", "timeout"],
 )
 def test_classify(
     exit_code: int | None, output: str, ok: bool, failure: Failure | None, kept: bool, summary_has: str

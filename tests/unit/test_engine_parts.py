@@ -309,3 +309,54 @@ def test_warm_up_registers_the_account_once_and_lets_the_loop_go_on(tmp_path: Pa
     runner = again.issuer.runner = Runner()  # type: ignore[assignment]
     again._warm_up()
     assert runner.warmed == 1 and runner.runs == []
+
+
+def test_the_event_watcher_survives_an_unexpected_error_and_says_so_meanwhile() -> None:
+    """It used to die for good on anything but a Docker error, and health never showed it."""
+    import threading
+
+    from sidecar.sources.triggers import DockerEventWatcher, Triggers
+
+    triggers = Triggers(0.01, lambda: NOW)
+    problems: list[str] = []
+    calls = 0
+
+    def events() -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("unexpected JSON from the engine")
+        problems.append(watcher.problem)
+        triggers.stop()  # (the loop stopping ends the stream)
+        return iter([{"Type": "container", "Action": "start", "Actor": {"ID": "x", "Attributes": {"acme.domains": "a"}}}])
+
+    watcher = DockerEventWatcher(events, Settings(), triggers, lambda: frozenset())
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and calls == 2  # restarted after the error, then stopped cleanly
+    assert problems == ["Docker event watcher failed (ValueError: unexpected JSON from the engine); restarting it"]
+    assert watcher.problem == ""  # following again
+    assert "event watcher lost" in triggers.take()
+
+
+def test_a_steady_trickle_of_events_cannot_postpone_every_pass(monkeypatch: Any) -> None:
+    import threading
+    import time as time_mod
+
+    from sidecar.sources import triggers as triggers_mod
+
+    monkeypatch.setattr(triggers_mod, "MAX_DEBOUNCE", 0.3)
+    t = triggers_mod.Triggers(0.1, lambda: NOW)
+    done = threading.Event()
+
+    def trickle() -> None:
+        while not done.is_set():
+            t.poke("docker container start")
+            time_mod.sleep(0.03)  # always within the debounce
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time_mod.monotonic()
+    reasons = t.wait()
+    done.set()
+    assert reasons and time_mod.monotonic() - started < 1.0

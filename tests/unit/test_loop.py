@@ -217,3 +217,67 @@ def test_sites_from_the_file_and_labels_are_one_desired_state(tmp_path: Path) ->
     sites.write_text("sites: [\n")  # broken: the last good version keeps serving
     r.run_pass()
     assert Kind.SITE_REMOVED not in seen.kinds() and (r.settings.conf_dir / "sidecar-site-f.example.com.conf").exists()
+
+
+# -- failure paths ---------------------------------------------------------------------------
+def test_an_unexpected_error_in_one_request_is_recorded_backed_off_and_reported(tmp_path: Path) -> None:
+    """An OSError (pre-flight write, staging dir, CA bundle copy...) used to escape: no failure was
+    recorded, the pass resubmitted at once, forever, each time with one more order in the ledger."""
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com"), app("b", "b.example.com")])
+    real = certbot.run
+
+    def broken(args: list[str], environment: Any, site: str) -> RunResult:
+        if site == "b.example.com":
+            raise OSError(28, "No space left on device")
+        return real(args, environment, site)
+
+    certbot.run = broken  # type: ignore[method-assign]
+    next_due = r.run_pass()
+    (failed,) = [e for e in seen.events if e.kind == Kind.CERT_FAILED]
+    assert failed.site == "b.example.com" and failed.details["failure"] == "unknown"
+    assert "No space left on device" in failed.details["error"]
+    assert r.ledger.attempts["b.example.com"].failures == 1 and next_due == NOW + timedelta(minutes=1)
+    orders = [name for _, name in r.ledger.orders]
+    r.run_pass()
+    assert [name for _, name in r.ledger.orders] == orders  # nothing resubmitted, no phantom orders
+    assert Kind.SITE_LIVE in seen.kinds("a.example.com")
+
+
+def test_no_placeholder_is_written_while_certbot_works_on_that_lineage(tmp_path: Path) -> None:
+    """The placeholder of a hand-written config is out of live/ while certbot runs without an account;
+    a pass in that window wrote a new one, and certbot's run then failed ("live directory exists")."""
+    from sidecar.core.model import Site, SourceKind
+
+    r, docker, certbot, seen = make(tmp_path, [])
+    site = Site(domains=("h.example.com",), upstreams=(), source="nginx config h.conf",
+                source_kind=SourceKind.NGINX_CONF, cert_name="h.example.com")
+    with r.issuer._claim("h.example.com"):
+        assert not r.publisher.placeholders((site,), {})
+        assert not (r.settings.certs_dir / "live" / "h.example.com").exists()
+    assert r.publisher.placeholders((site,), {})
+    assert (r.settings.certs_dir / "live" / "h.example.com" / "fullchain.pem").is_file()
+
+
+def test_a_failing_pass_is_retried_and_never_ends_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from sidecar.engine import startup
+
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")], debounce_seconds=0.01)
+    monkeypatch.setattr(startup, "prepare", lambda s, d: startup.Environment(None, "host", certbot))
+    real, calls = docker.list_containers, []
+
+    def flaky() -> list[ContainerInfo]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(30, "Read-only file system")  # nothing the loop expects
+        if len(calls) >= 2:
+            r.stop()
+        return real()
+
+    docker.list_containers = flaky  # type: ignore[method-assign]
+    lineage.account_dir(r.settings.certs_dir, CA).joinpath("acct1").mkdir(parents=True)
+    loop = threading.Thread(target=r.run_forever, daemon=True)
+    loop.start()
+    loop.join(timeout=20)
+    assert not loop.is_alive() and len(calls) >= 2  # the second pass came (2 s back-off), then a clean stop

@@ -197,10 +197,33 @@ def test_reload_failure_restores_the_previous_files_and_raises(conf_dir: Path) -
     _set_up(conf_dir, {G: conf("old")})
     before = files(conf_dir)
     fake = FakeNginx(conf_dir, reload_ok=False)
-    with pytest.raises(NginxError, match=r"reload failed, previous configuration restored: kill\(1, 1\) failed"):
+    # The reload of the old files fails too here, and the error says so (it used to claim success).
+    with pytest.raises(NginxError, match=r"reload failed, previous configuration restored but reloading it failed "
+                                         r"\(kill\(1, 1\) failed"):
         apply(conf_dir, {G: conf("g")}, fake)
     assert files(conf_dir) == before
     assert len(fake.reloads) == 2  # the failed one, then the attempt with the old files
+
+
+def test_a_write_that_fails_midway_puts_every_previous_file_back(conf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full or a read-only volume after some files were replaced: nothing half-written stays."""
+    from sidecar.adapters import nginx as nginx_mod
+
+    _set_up(conf_dir, {G: conf("old g"), A: conf("old a")})
+    before = files(conf_dir)
+    real, writes = nginx_mod.atomic_write, []
+
+    def full_disk(path: Path, content: str) -> None:
+        writes.append(path.name)
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, content)
+
+    monkeypatch.setattr(nginx_mod, "atomic_write", full_disk)
+    fake = FakeNginx(conf_dir)
+    with pytest.raises(NginxError, match="cannot write the nginx config, previous configuration restored: .*No space"):
+        apply(conf_dir, {G: conf("g"), A: conf("a"), C: conf("c")}, fake)
+    assert files(conf_dir) == before and fake.reloads == [] and fake.tests == []
 
 
 def test_failed_verification_after_reload_restores_and_reloads_the_old_files(conf_dir: Path) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.core import nginxconf
-from sidecar.core.errors import InputError
+from sidecar.core.errors import ConfigError, InputError
 from sidecar.core.model import Hsts, Problem
 from sidecar.adapters.nginx import install_snippets
 from sidecar.core.nginxconf import (
@@ -539,7 +539,7 @@ def test_acme_snippet_serves_the_webroot() -> None:
 
 @pytest.mark.parametrize("webroot", ["relative/path", "/with space", "/semi;colon", "/quote'"])
 def test_snippet_webroot_must_be_plain(webroot: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="WEBROOT_DIR="):
         snippet_files(webroot)
 
 

@@ -90,6 +90,12 @@ BAD = [
     ("CERTBOT_IMAGE", "-certbot"),
     ("CERTS_DIR", "etc/letsencrypt"),
     ("WEBROOT_DIR", "./acme"),
+    # rendered into nginx config: nothing nginx would read as syntax
+    ("CERTS_DIR", "/etc/lets encrypt"),
+    ("CERTS_DIR", "/etc/le;include /etc/passwd"),
+    ("WEBROOT_DIR", "/var/www/acme}"),
+    ("WEBROOT_DIR", "/var/www/$host"),
+    ("WEBROOT_DIR", "/var/www/'acme'"),
     ("NGINX_CONF_DIR", "conf.d"),
     ("STATE_DIR", "~/state"),
     ("SITES_FILE", "sites.yml"),

@@ -4,10 +4,12 @@ Rules, applied in a stable order so the outcome never depends on event timing:
 
 - Sites from the sites file come first: an operator's explicit file beats labels.
 - Containers follow, oldest first (then by name): the first claim on a domain wins.
-- Containers that claim exactly the same domains with the same scheme are replicas:
-  they become one site with several upstream servers (nginx balances across them).
-- A site that claims a domain already taken is left out and reported; it does not
-  take down the site that holds the domain.
+- Containers of one owner (``Site.owner``: replicas of one Compose or Swarm service, or
+  containers carrying the same ``acme.group`` label) that claim exactly the same domains
+  with the same scheme become one site with several upstream servers (nginx balances
+  across them).
+- Any other claim on a domain already taken is a conflict: the claimant is left out and
+  reported, naming the holder; it never joins or takes down the site that holds the domain.
 """
 
 from __future__ import annotations
@@ -15,7 +17,42 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from sidecar.core.model import DesiredState, Problem, Site
+from sidecar.core.model import DesiredState, OwnerKind, Problem, ProblemKind, Site, SourceKind
+
+
+def _replica(holder: Site, site: Site) -> bool:
+    """Whether ``site`` may join ``holder`` as one more upstream of the same site."""
+    if (holder.source_kind, holder.domains, holder.upstream_scheme) != (
+            site.source_kind, site.domains, site.upstream_scheme):
+        return False
+    if site.source_kind is SourceKind.CONTAINER:
+        # A container without an owner is nobody's replica.
+        return holder.owner is not None and holder.owner == site.owner
+    return holder.owner == site.owner  # sites file entries, hand-written configs: as always
+
+
+def _who(site: Site) -> str:
+    """``container demo-app-b-1 (Compose service demo/app-b)``; the source alone when it says it all."""
+    if site.owner is None or site.owner.kind is OwnerKind.CONTAINER:
+        return site.source
+    return f"{site.source} ({site.owner})"
+
+
+def _conflict(site: Site, holder: Site, domain: str) -> Problem:
+    """The claimant's problem: which domain, who keeps it, and what to do about it."""
+    if holder.source_kind is not SourceKind.CONTAINER:
+        why = f"domain {domain} belongs to {holder.source} (the sites file wins over labels); refused"
+    elif holder.domains != site.domains:
+        why = (f"domain {domain} is already served by {_who(holder)} with other domains "
+               f"({', '.join(holder.domains)}); this site is left out until the conflict is resolved")
+    elif holder.owner is not None and holder.owner == site.owner:
+        why = (f"domain {domain} is served by its replica {_who(holder)} over {holder.upstream_scheme}; "
+               f"this one asks for {site.upstream_scheme}; left out until they agree")
+    else:
+        label = next((o.group_label for o in (site.owner, holder.owner) if o is not None), "acme.group")
+        why = (f"domain {domain} belongs to {_who(holder)}; refused "
+               f"(set the same {label} label on both to share it)")
+    return Problem(site.source, why, ProblemKind.DOMAIN_CONFLICT, holder.name)
 
 
 def merge(
@@ -37,21 +74,11 @@ def merge(
             continue
         holder_index = owner[taken[0]]
         holder = accepted[holder_index]
-        if (
-            holder.source_kind == site.source_kind
-            and holder.domains == site.domains
-            and holder.upstream_scheme == site.upstream_scheme
-        ):
+        if _replica(holder, site):
             merged = tuple(dict.fromkeys(holder.upstreams + site.upstreams))
             accepted[holder_index] = replace(
                 holder, upstreams=merged, notes=holder.notes + (f"replica: {site.source}",)
             )
             continue
-        found.append(
-            Problem(
-                site.source,
-                f"domain {taken[0]} is already served by {holder.source}; this site is left out "
-                "until the conflict is resolved",
-            )
-        )
+        found.append(_conflict(site, holder, taken[0]))
     return DesiredState(sites=tuple(accepted), problems=tuple(found))

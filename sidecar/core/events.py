@@ -29,6 +29,7 @@ class Kind(str, enum.Enum):
     RELOAD = "reload"                    # details: written, removed
     NGINX_REJECTED = "nginx_rejected"    # details: file, error
     INPUT_PROBLEM = "input_problem"      # details: source, message
+    DOMAIN_CONFLICT = "domain_conflict"  # also an input_problem; site: the holder's; details: source, error
     DOCKER_UNAVAILABLE = "docker_unavailable"
 
 
@@ -64,6 +65,8 @@ class PassSnapshot:
     problems: Sequence[str]
     # rate-limit budgets: name -> remaining (see ledger.budgets)
     budgets: dict[str, int] = field(default_factory=dict)
+    # working, but not fully: each says what is missing and what it holds back (health: "degraded")
+    degraded: Sequence[str] = ()
 
 
 class Observer(Protocol):

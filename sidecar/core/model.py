@@ -69,6 +69,32 @@ class SiteOptions:
         return dict(self.origins).get(key, "default")
 
 
+class OwnerKind(str, enum.Enum):
+    """What makes containers one owner of a site (replicas share it, anyone else is refused)."""
+
+    GROUP = "group"                      # the same ``acme.group`` label: deliberate sharing
+    SWARM = "Swarm service"              # label com.docker.swarm.service.name
+    COMPOSE = "Compose service"          # labels com.docker.compose.project and .service
+    CONTAINER = "container"              # neither: the container alone, by its name
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a container site belongs to. Sites with equal owners (and domains) are replicas."""
+
+    kind: OwnerKind
+    name: str
+    # How the group label is spelled (its prefix is configurable): only for messages.
+    group_label: str = field(default="acme.group", compare=False)
+
+    def __str__(self) -> str:
+        # Compose and Swarm labels are arbitrary text: keep messages on one line.
+        name = self.name if self.name.isprintable() and len(self.name) <= 100 else repr(self.name[:100])
+        if self.kind is OwnerKind.GROUP:
+            return f"{self.group_label}={name}"
+        return f"{self.kind.value} {name}"
+
+
 @dataclass(frozen=True)
 class Site:
     """One vhost with one certificate lineage, named after its first domain."""
@@ -84,6 +110,9 @@ class Site:
     options: SiteOptions = SiteOptions()
     # Lineage name when it is not the first domain (hand-written configs name their own).
     cert_name: str = ""
+    # Container sites: who may share the site (replicas of one service). None for the sites
+    # file and hand-written configs, and for a container site built without one (never shares).
+    owner: Owner | None = None
 
     @property
     def name(self) -> str:
@@ -94,12 +123,20 @@ class Site:
         return self.upstreams[0].scheme if self.upstreams else ""
 
 
+class ProblemKind(str, enum.Enum):
+    INPUT = "input"                      # a bad label, sites file entry, nginx config, ...
+    DOMAIN_CONFLICT = "domain_conflict"  # a claim on a domain another owner holds
+
+
 @dataclass(frozen=True)
 class Problem:
     """A bad input, reported once, that left one site (or entry) out."""
 
     source: str
     message: str
+    kind: ProblemKind = ProblemKind.INPUT
+    # DOMAIN_CONFLICT: the site that keeps the domain.
+    site: str = ""
 
     def __str__(self) -> str:
         return f"{self.source}: {self.message}"

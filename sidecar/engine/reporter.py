@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from sidecar.core import names
 from sidecar.core.health import assess
 from sidecar.core.events import Event, Kind, Observers, PassSnapshot, SiteStatus
-from sidecar.core.model import Certificate, DesiredState, Site
+from sidecar.core.model import Certificate, DesiredState, ProblemKind, Site
 from sidecar.core.planner import Action, Attempt
 from sidecar.core.schedule import Work
 from sidecar.core.settings import Settings
@@ -75,6 +75,9 @@ class Reporter:
             if str(problem) not in self.said.problems:
                 log.error("%s", problem)
                 self.emit(Kind.INPUT_PROBLEM, "", str(problem), source=problem.source, error=problem.message)
+                if problem.kind is ProblemKind.DOMAIN_CONFLICT:
+                    self.emit(Kind.DOMAIN_CONFLICT, problem.site, str(problem), source=problem.source,
+                              error=problem.message)
         for p in sorted(self.said.problems - now_problems):
             log.info("resolved: %s", p)
         self.said.problems = now_problems

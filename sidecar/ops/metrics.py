@@ -20,6 +20,7 @@ nginx_acme_nginx_rejections_total                               counter
 nginx_acme_rate_limit_remaining                                 gauge      limit, scope
 nginx_acme_sites                                                gauge      state
 nginx_acme_problems                                             gauge
+nginx_acme_domain_conflicts                                     gauge      site
 nginx_acme_last_pass_timestamp_seconds                          gauge
 nginx_acme_docker_up                                            gauge
 ==============================================================  =========  ===================================
@@ -76,6 +77,10 @@ class Metrics:
                               registry=r)
         self.last_pass = Gauge(f"{NS}_last_pass_timestamp_seconds", "When the last reconcile pass finished.",
                                registry=r)
+        self.conflicts = Gauge(f"{NS}_domain_conflicts",
+                               "Claims on a site's domains refused now because another owner holds them "
+                               "(containers of another service without a shared acme.group label).",
+                               ["site"], registry=r)
         self.docker_up = Gauge(f"{NS}_docker_up", "1 if the Docker API answered on the last pass.", registry=r)
         for state in STATES:
             self.sites.labels(state).set(0)
@@ -83,6 +88,9 @@ class Metrics:
         self._sites: set[str] = set()
         self._succeeded: set[str] = set()  # last_success set by an event, not guessed from notBefore
         self._budgets: set[tuple[str, str]] = set()
+        # domain_conflict events still current: their problem text -> the site holding the domain
+        self._conflicts: dict[str, str] = {}
+        self._conflict_sites: set[str] = set()
 
     # -- Observer --------------------------------------------------------------
     def event(self, event: Event) -> None:
@@ -102,11 +110,15 @@ class Metrics:
             self.rejections.inc()
         elif event.kind == Kind.DOCKER_UNAVAILABLE:
             self.docker_up.set(0)
+        elif event.kind == Kind.DOMAIN_CONFLICT:
+            with self._lock:
+                self._conflicts[event.message] = event.site
 
     def snapshot(self, snap: PassSnapshot) -> None:
         self.last_pass.set(snap.at.timestamp())
         self.docker_up.set(1)
         self.problems.set(len(snap.problems))
+        self._count_conflicts(set(snap.problems))
         counts = Tally(s.state for s in snap.sites)
         for state in set(STATES) | set(counts):
             self.sites.labels(state).set(counts.get(state, 0))
@@ -142,6 +154,21 @@ class Metrics:
             self._budgets = set(budgets)
         for (limit, scope), remaining in budgets.items():
             self.budget.labels(limit, scope).set(remaining)
+
+    def _count_conflicts(self, problems: set[str]) -> None:
+        """A conflict is said once (its event) and lasts while its problem is in the snapshots."""
+        with self._lock:
+            self._conflicts = {text: site for text, site in self._conflicts.items() if text in problems}
+            per_site = Tally(self._conflicts.values())
+            gone = self._conflict_sites - set(per_site)
+            self._conflict_sites = set(per_site)
+        for site in gone:
+            try:
+                self.conflicts.remove(site)
+            except KeyError:
+                pass
+        for site, count in per_site.items():
+            self.conflicts.labels(site).set(count)
 
     # -- exposition ------------------------------------------------------------
     def render(self) -> bytes:

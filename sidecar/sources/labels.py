@@ -7,7 +7,12 @@ Labels (the prefix defaults to ``acme`` and is set by ``ACME_LABEL_PREFIX``):
 ``acme.port``       port the app listens on (default: its only exposed port, else 80)
 ``acme.network``    network nginx reaches the app on (default: the first shared one)
 ``acme.scheme``     ``http`` (default) or ``https`` towards the app
+``acme.group``      share the site with containers carrying the same value
 ==================  ========================================================
+
+Who owns a container's site (``Site.owner``): the ``acme.group`` value when set, else its
+Swarm service, else its Compose project and service, else the container itself. Only sites
+of one owner are replicas of each other (see ``desired.merge``).
 
 Per-site options (validated in ``options``; each is optional): ``acme.tls``,
 ``acme.hsts``, ``acme.max_body_size``, ``acme.redirect``, ``acme.websocket``,
@@ -16,13 +21,18 @@ Per-site options (validated in ``options``; each is optional): ``acme.tls``,
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Mapping
 
 from sidecar.core import options
 from sidecar.core.domains import DomainError, parse_domain_list
-from sidecar.core.model import ContainerInfo, Problem, Site, SourceKind, Upstream
+from sidecar.core.model import ContainerInfo, Owner, OwnerKind, Problem, Site, SourceKind, Upstream
 
-KNOWN_KEYS = ("domains", "port", "network", "scheme")
+KNOWN_KEYS = ("domains", "port", "network", "scheme", "group")
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+SWARM_SERVICE = "com.docker.swarm.service.name"
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def _label_source(container: ContainerInfo, key: str) -> str:
@@ -35,6 +45,25 @@ def parse_port(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 5 or not 1 <= int(raw) <= 65535:
         raise ValueError(f"{raw[:40]!r} is not a port number (1-65535)")
     return int(raw)
+
+
+def owner_of(container: ContainerInfo, prefix: str) -> Owner | Problem:
+    """Who the container's site belongs to (a Problem for a bad ``<prefix>.group`` label)."""
+    key = f"{prefix}.group"
+    if key in container.labels:
+        group = container.labels[key].strip()
+        if not GROUP_NAME.fullmatch(group):
+            return Problem(_label_source(container, key),
+                           f"{group[:40]!r} is not a group name (1-63 letters, digits, '.', '_' or '-', "
+                           "starting with a letter or digit)")
+        return Owner(OwnerKind.GROUP, group, key)
+    swarm = container.labels.get(SWARM_SERVICE, "")
+    if swarm:
+        return Owner(OwnerKind.SWARM, swarm, key)
+    project, service = container.labels.get(COMPOSE_PROJECT, ""), container.labels.get(COMPOSE_SERVICE, "")
+    if project and service:
+        return Owner(OwnerKind.COMPOSE, f"{project}/{service}", key)
+    return Owner(OwnerKind.CONTAINER, container.name, key)
 
 
 def site_from_container(
@@ -109,6 +138,10 @@ def site_from_container(
     except options.OptionError as exc:
         return Problem(_label_source(container, p + exc.key), str(exc))
 
+    owner = owner_of(container, prefix)
+    if isinstance(owner, Problem):
+        return owner
+
     return Site(
         domains=domains,
         upstreams=(Upstream(scheme=scheme, host=address, port=port),),
@@ -118,6 +151,7 @@ def site_from_container(
         notes=(f"upstream from network {network}, port from "
                + (f"label {p}port" if "port" in labels else "default"),),
         options=site_options,
+        owner=owner,
     )
 
 

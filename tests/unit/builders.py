@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from sidecar.state.certs import parse_certificate
-from sidecar.core.model import Certificate, ContainerInfo, Site, SourceKind, Upstream
+from sidecar.core.model import Certificate, ContainerInfo, Owner, Site, SourceKind, Upstream
 
 from .certfactory import make_cert
 
@@ -19,6 +19,7 @@ def site(
     source: str | None = None,
     kind: SourceKind = SourceKind.CONTAINER,
     created: str = "",
+    owner: Owner | None = None,
 ) -> Site:
     scheme, host, port = upstream
     return Site(
@@ -27,6 +28,7 @@ def site(
         source=source or f"{kind.value} {domains[0]}",
         source_kind=kind,
         created=created,
+        owner=owner,
     )
 
 

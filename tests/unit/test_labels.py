@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.core.desired import merge
 from sidecar.sources.labels import site_from_container, sites_from_containers
-from sidecar.core.model import Problem, Site, SourceKind, Upstream
+from sidecar.core.model import ContainerInfo, Owner, OwnerKind, Problem, ProblemKind, Site, SourceKind, Upstream
 
 from .builders import container
 
@@ -198,12 +199,112 @@ BAD_VALUES = ["x\ny", "x\r\nnginx: [emerg] injected", "a\u2028b"]
         {"acme.domains": "ok.example.com", "acme.network": BAD_VALUES[2]},
         {"acme.domains": "ok.example.com\u2028x"},
         {"acme.domains": "ok.example.com", "acme.x\nERROR forged line": "1"},
+        {"acme.domains": "ok.example.com", "acme.group": BAD_VALUES[1]},
     ],
     ids=["domains", "port", "scheme", "network", "network-unicode-separator", "domains-unicode-separator",
-         "unknown-key"],
+         "unknown-key", "group"],
 )
 def test_problem_messages_are_one_line_and_name_the_container(labels: dict[str, str]) -> None:
     p = _problem(site_from_container(container("weird-app", labels), "acme", NGINX_NETS))
     text = str(p)
     assert len(text.splitlines()) == 1, text
     assert text.startswith("container weird-app")
+
+
+# -- owners: who may share a site (issue "Failure paths", item 6) ------------------------------
+
+COMPOSE_B = {"com.docker.compose.project": "demo", "com.docker.compose.service": "app-b"}
+SWARM_WEB = {"com.docker.swarm.service.name": "web", "com.docker.swarm.task.name": "web.1.x"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "owner"),
+    [
+        ({}, Owner(OwnerKind.CONTAINER, "app-1")),
+        (COMPOSE_B, Owner(OwnerKind.COMPOSE, "demo/app-b")),
+        ({"com.docker.compose.project": "demo"}, Owner(OwnerKind.CONTAINER, "app-1")),
+        ({"com.docker.compose.service": "app-b"}, Owner(OwnerKind.CONTAINER, "app-1")),
+        (SWARM_WEB, Owner(OwnerKind.SWARM, "web")),
+        ({"acme.group": " shared "}, Owner(OwnerKind.GROUP, "shared")),
+        ({**COMPOSE_B, "acme.group": "shared"}, Owner(OwnerKind.GROUP, "shared")),
+        ({**SWARM_WEB, "acme.group": "Shared_2.x-y"}, Owner(OwnerKind.GROUP, "Shared_2.x-y")),
+    ],
+    ids=["standalone", "compose", "compose-project-only", "compose-service-only", "swarm", "group",
+         "group-beats-compose", "group-beats-swarm"],
+)
+def test_owner_from_labels(labels: dict[str, str], owner: Owner) -> None:
+    c = container("app-1", {"acme.domains": "app.example.com", **labels})
+    assert _site(site_from_container(c, "acme", NGINX_NETS)).owner == owner
+
+
+@pytest.mark.parametrize("raw", ["", "  ", "a b", "-x", ".x", "x/y", "x" * 64, "caf\u00e9"],
+                         ids=["empty", "blank", "space", "leading-dash", "leading-dot", "slash", "too-long",
+                              "non-ascii"])
+def test_bad_group_is_a_problem_on_the_group_label(raw: str) -> None:
+    c = container("api", {"acme.domains": "api.example.com", "acme.group": raw})
+    p = _problem(site_from_container(c, "acme", NGINX_NETS))
+    assert p.source == "container api label acme.group"
+    assert "group name" in p.message
+
+
+def _claim(name: str, created: str, address: str, **labels: str) -> ContainerInfo:
+    return container(name, {"acme.domains": "b.demo.test", "acme.port": "5678", **labels},
+                     networks={"web": address}, created=created)
+
+
+HOLDER = "2026-01-01T00:00:00Z"
+LATER = "2026-01-02T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        (COMPOSE_B, COMPOSE_B, True),
+        (COMPOSE_B, {"com.docker.compose.project": "demo", "com.docker.compose.service": "evil"}, False),
+        (COMPOSE_B, {}, False),
+        (SWARM_WEB, {**SWARM_WEB, "com.docker.swarm.task.name": "web.2.y"}, True),
+        (SWARM_WEB, {"com.docker.swarm.service.name": "api"}, False),
+        ({**COMPOSE_B, "acme.group": "shop"}, {"acme.group": "shop"}, True),
+        ({"acme.group": "shop"}, {"acme.group": "shop"}, True),
+        ({**COMPOSE_B, "acme.group": "shop"}, {}, False),
+        (COMPOSE_B, {"acme.group": "shop"}, False),
+        ({"acme.group": "shop"}, {"acme.group": "blog"}, False),
+        ({}, {}, False),
+    ],
+    ids=["compose-replicas", "other-compose-service", "standalone-intruder", "swarm-replicas",
+         "other-swarm-service", "group-on-both-across-services", "group-on-both-standalone",
+         "group-on-holder-only", "group-on-claimant-only", "different-groups", "two-standalone"],
+)
+def test_containers_share_a_domain_only_as_one_owner(
+    first: dict[str, str], second: dict[str, str], shared: bool
+) -> None:
+    """From labels to the merged state, as the engine does it."""
+    containers = [_claim("second", LATER, "172.18.0.7", **second), _claim("first", HOLDER, "172.18.0.6", **first)]
+    sites, problems = sites_from_containers(containers, "acme", NGINX_NETS)
+    assert problems == []
+    state = merge([], sites)
+    (only,) = state.sites
+    assert only.source == "container first"
+    if shared:
+        assert state.problems == ()
+        assert [u.host for u in only.upstreams] == ["172.18.0.6", "172.18.0.7"]
+    else:
+        assert [u.host for u in only.upstreams] == ["172.18.0.6"]
+        (p,) = state.problems
+        assert p.kind is ProblemKind.DOMAIN_CONFLICT
+        text = str(p)
+        assert len(text.splitlines()) == 1
+        assert text.startswith("container second: domain b.demo.test belongs to container first")
+        assert text.endswith("refused (set the same acme.group label on both to share it)")
+
+
+def test_conflict_message_names_the_owner_and_the_configured_group_label() -> None:
+    containers = [
+        container("demo-app-b-1", {"tls.domains": "b.demo.test", **COMPOSE_B}, created=HOLDER),
+        container("evil", {"tls.domains": "b.demo.test", "tls.group": "demo"}, created=LATER),
+    ]
+    sites, _ = sites_from_containers(containers, "tls", NGINX_NETS)
+    assert [str(p) for p in merge([], sites).problems] == [
+        "container evil: domain b.demo.test belongs to container demo-app-b-1 (Compose service demo/app-b); "
+        "refused (set the same tls.group label on both to share it)"
+    ]

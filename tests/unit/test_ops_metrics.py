@@ -115,3 +115,29 @@ def test_registries_are_independent() -> None:
     a.event(Event(Kind.RELOAD, NOW))
     assert _value(a, "nginx_acme_nginx_reloads_total") == 1
     assert _value(b, "nginx_acme_nginx_reloads_total") == 0
+
+
+def test_domain_conflicts_are_counted_per_site_while_they_last() -> None:
+    m = Metrics()
+    evil = "container evil: domain b.example.com belongs to container app-b-1 (Compose service demo/app-b); refused"
+    evil2 = "container evil2: domain b.example.com belongs to container app-b-1 (Compose service demo/app-b); refused"
+    other = "container x: domain a.example.com is already served by container a with other domains (a.example.com)"
+    for text, held in ((evil, "b.example.com"), (evil2, "b.example.com"), (other, "a.example.com")):
+        m.event(Event(Kind.INPUT_PROBLEM, NOW, "", text))
+        m.event(Event(Kind.DOMAIN_CONFLICT, NOW, held, text))
+    m.snapshot(_snap(problems=(evil, evil2, other, "container y label acme.port: not a port")))
+    assert _value(m, "nginx_acme_domain_conflicts", site="b.example.com") == 2
+    assert _value(m, "nginx_acme_domain_conflicts", site="a.example.com") == 1
+    assert _value(m, "nginx_acme_problems") == 4
+
+    # One intruder stops, the other conflict is resolved: their series follow.
+    m.snapshot(_snap(problems=(evil2,), at=NOW + DAY))
+    assert _value(m, "nginx_acme_domain_conflicts", site="b.example.com") == 1
+    assert _value(m, "nginx_acme_domain_conflicts", site="a.example.com") is None
+    m.snapshot(_snap(at=NOW + 2 * DAY))
+    assert _value(m, "nginx_acme_domain_conflicts", site="b.example.com") is None
+
+    # A problem that is not a conflict never counts as one.
+    m.event(Event(Kind.INPUT_PROBLEM, NOW, "", "container y label acme.port: not a port"))
+    m.snapshot(_snap(problems=("container y label acme.port: not a port",), at=NOW + 3 * DAY))
+    assert _value(m, "nginx_acme_domain_conflicts", site="b.example.com") is None

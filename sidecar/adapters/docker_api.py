@@ -21,6 +21,7 @@ import requests.exceptions
 
 from sidecar.core.errors import ConfigError, DockerUnavailable
 from sidecar.core.model import ContainerInfo
+from sidecar.core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +55,46 @@ def _sandbox(runs: int) -> dict[str, Any]:
     }
 
 
+_SHELLS = frozenset({"sh", "bash", "ash", "dash"})
+_PLAIN_WORD = re.compile(r"[a-z][a-z-]{0,30}")
+_SHORT_FLAG = re.compile(r"-[A-Za-z]")
+
+
+def command_name(cmd: list[str]) -> str:
+    """Which command ``cmd`` is, for error messages, never its arguments (certbot's hold the EAB key):
+    the program and its leading plain words and one-letter flags (``nginx -s reload``); for a shell
+    script (``sh -c SCRIPT NAME ARGS...``) its name and the first plain word of its arguments
+    (``certbot-run certonly``)."""
+    if not cmd:
+        return "(nothing)"
+    program = cmd[0].rsplit("/", 1)[-1]
+    if program in _SHELLS and len(cmd) > 2 and cmd[1] == "-c":
+        name = cmd[3].rsplit("/", 1)[-1] if len(cmd) > 3 else f"{program} -c"
+        sub = next((a for a in cmd[4:] if _PLAIN_WORD.fullmatch(a)), None)
+        return f"{name} {sub}" if sub else name
+    words = [program]
+    for arg in cmd[1:4]:
+        if not (_PLAIN_WORD.fullmatch(arg) or _SHORT_FLAG.fullmatch(arg)):
+            break
+        words.append(arg)
+    return " ".join(words)
+
+
 @contextlib.contextmanager
 def _translated(what: str, *, image: str | None = None, container: str | None = None) -> Iterator[None]:
     """SDK and transport errors inside the block as ``DockerUnavailable`` ("<what> failed: ...");
-    a missing ``image`` as ``ConfigError``, a vanished ``container`` as gone."""
+    a missing ``image`` as ``ConfigError``, a vanished ``container`` as gone. The SDK's text
+    passes through ``redact`` (an engine error may quote a command line)."""
     try:
         yield
     except docker.errors.APIError as exc:
         if image is not None and isinstance(exc, docker.errors.ImageNotFound):
             raise ConfigError(f"image {image} not found") from exc
         if container is not None and isinstance(exc, docker.errors.NotFound):
-            raise DockerUnavailable(f"container {container[:12]} is gone: {exc}") from exc
-        raise DockerUnavailable(f"{what} failed: {exc.explanation or exc}") from exc
+            raise DockerUnavailable(f"container {container[:12]} is gone: {redact(str(exc))}") from exc
+        raise DockerUnavailable(f"{what} failed: {redact(str(exc.explanation or exc))}") from exc
     except _DOCKER_ERRORS as exc:
-        raise DockerUnavailable(f"{what} failed: {exc}") from exc
+        raise DockerUnavailable(f"{what} failed: {redact(str(exc))}") from exc
 
 
 def _info(raw: Mapping[str, Any]) -> ContainerInfo:
@@ -168,7 +195,7 @@ class Docker:
         """Run ``cmd`` in a running container and wait for it. ``timeout`` (seconds) is how long
         the answer may take: longer than the API client's default read timeout."""
         api = self._client.api if timeout is None else self._slow_client(timeout).api
-        with _translated(f"exec {' '.join(cmd)}", container=container_id):
+        with _translated(f"exec {command_name(cmd)}", container=container_id):
             result = api.exec_create(container_id, cmd, stdout=True, stderr=True,
                                      environment=dict(environment) if environment else None)
             output = api.exec_start(result["Id"])

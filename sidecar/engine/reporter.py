@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from sidecar.core import names
 from sidecar.core.health import assess
 from sidecar.core.events import Event, Kind, Observers, PassSnapshot, SiteStatus
+from sidecar.core.redact import redact, redact_doc
 from sidecar.core.model import Certificate, DesiredState, ProblemKind, Site
 from sidecar.core.planner import Action, Attempt
 from sidecar.core.schedule import Work
@@ -57,7 +58,8 @@ class Reporter:
         return self.said.sites
 
     def emit(self, kind: Kind, site: str = "", message: str = "", **details: object) -> None:
-        self.observers.event(Event(kind, self.clock(), site, message, dict(details)))
+        """One event to every observer, secrets redacted (its text may quote a certbot error)."""
+        self.observers.event(Event(kind, self.clock(), site, redact(message), redact_doc(dict(details))))
 
     def problem(self, key: str, line: str) -> None:
         """A condition outside any site (no nginx container, ...): logged once until ``resolved``."""
@@ -127,7 +129,8 @@ class Reporter:
             self.said.plan[d.site.name] = (key, now)
 
     def status(self, state: DesiredState, work: Work | None, lineages: Mapping[str, Certificate],
-               live: set[str], attempts: Mapping[str, Attempt], budgets: dict[str, int]) -> None:
+               live: set[str], attempts: Mapping[str, Attempt], budgets: dict[str, int],
+               degraded: tuple[str, ...] = ()) -> None:
         """Publish the pass snapshot to the observers and keep the status file current."""
         decisions = work.plan.decisions if work is not None else ()
         statuses = []
@@ -145,7 +148,7 @@ class Reporter:
                 failures=attempt.failures if attempt else 0,
             ))
         problems = sorted(str(p) for p in state.problems)
-        self.observers.snapshot(PassSnapshot(self.clock(), statuses, problems, budgets))
+        self.observers.snapshot(PassSnapshot(self.clock(), statuses, problems, budgets, degraded))
         content: dict[str, Any] = {
             "acme_server": self.settings.acme_server,
             "sites": [{"name": st.name, "domains": list(st.domains), "source": st.source,
@@ -153,6 +156,7 @@ class Reporter:
                        "at": names.iso(d.at), "live": st.live} for st, d in zip(statuses, decisions)],
             "problems": problems,
             "rate_limit_budgets": budgets,
+            "degraded": list(degraded),
         }
         now = time.monotonic()
         if content == self.said.status and now - self.said.status_written < STATUS_REFRESH:
@@ -174,4 +178,5 @@ def health(settings: Settings) -> tuple[bool, dict[str, Any]]:
         why = ""
     except (OSError, ValueError, KeyError) as exc:
         updated, data, why = None, {}, f"no status yet ({exc})"
-    return assess(updated, len(data.get("sites", [])), True, "", names.utcnow(), starting=why)
+    return assess(updated, len(data.get("sites", [])), True, "", names.utcnow(), starting=why,
+                  degraded=data.get("degraded") or ())

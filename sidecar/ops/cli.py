@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from sidecar import __version__
 
+from sidecar.core import redact as redaction
 from sidecar.core import settings as settings_mod
 from sidecar.core.errors import ConfigError, DockerUnavailable, InputError
 
@@ -44,13 +45,39 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted) by RedactingFilter
+            data["exception"] = record.exc_text
+        elif record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
 
 
+class RedactingFilter(logging.Filter):
+    """Secrets out of every record (message, exception, stack) before a formatter sees it."""
+
+    _format = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redaction.redact(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._format.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redaction.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redaction.redact(record.stack_info)
+        return True
+
+
+def register_secrets(cfg: settings_mod.Settings) -> None:
+    """What ``redact`` must never let out, from the settings: the EAB HMAC key, the alert URLs."""
+    redaction.register(cfg.eab_hmac_key)
+    for url in cfg.alert_urls:
+        redaction.register_url(url)
+
+
 def setup_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -71,6 +98,7 @@ def _run(cfg: settings_mod.Settings) -> int:
     from sidecar.ops.notify import Alerter
     from sidecar.engine.loop import Reconciler
 
+    register_secrets(cfg)
     log = logging.getLogger("sidecar")
     log.info("nginx-acme-sidecar %s starting", __version__)
     try:
@@ -385,7 +413,9 @@ def _health(cfg: settings_mod.Settings, as_json: bool) -> int:
         _print_json(doc)
         return 0 if ok else 1
     where = f" (from the status file: {doc['server']})" if "from" in doc else ""
-    if ok:
+    if ok and doc.get("degraded"):
+        print("degraded: " + "; ".join(doc["degraded"]) + where)
+    elif ok:
         print(f"ok: last pass {ago(doc.get('last_pass_age_seconds') or 0)} ago, {doc.get('sites', 0)} sites{where}")
     else:
         print("unhealthy: " + "; ".join(doc.get("problems") or [str(doc)]) + where)
@@ -473,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    register_secrets(cfg)
     if command == "health":
         return _health(cfg, args.json)
     if command == "status":

@@ -39,6 +39,7 @@ from sidecar.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from sidecar.core.planner import Plan
 from sidecar.core.health import HEALTH_MAX_AGE, assess
 from sidecar.core.names import iso as _iso, utcnow
+from sidecar.core.redact import redact_doc
 from sidecar.core.schedule import Work
 
 log = logging.getLogger("sidecar")
@@ -140,7 +141,8 @@ def events_document(journal: EventJournal, since: int) -> dict[str, Any]:
 def health(last: PassSnapshot | None, docker_ok: bool, docker_error: str, now: datetime,
            max_age: timedelta = HEALTH_MAX_AGE) -> tuple[bool, dict[str, Any]]:
     """Liveness and readiness in one: a recent pass, and Docker reachable on the last one."""
-    return assess(last.at if last else None, len(last.sites) if last else 0, docker_ok, docker_error, now, max_age)
+    return assess(last.at if last else None, len(last.sites) if last else 0, docker_ok, docker_error, now, max_age,
+                  degraded=last.degraded if last else ())
 
 
 def site_row(s: SiteStatus, at: datetime, run: runlogs.RunLog | None) -> dict[str, Any]:
@@ -277,7 +279,8 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def _json(self, code: int, doc: Mapping[str, Any]) -> None:
-            self._send(code, (json.dumps(doc, indent=1) + "\n").encode(), "application/json")
+            """Every JSON answer, secrets redacted (errors and certbot log lines may quote them)."""
+            self._send(code, (json.dumps(redact_doc(dict(doc)), indent=1) + "\n").encode(), "application/json")
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             url = urlsplit(self.path)

@@ -14,7 +14,9 @@
   logs it); alerts arriving within ``BATCH_SECONDS`` go out as one message.
   Failed deliveries are retried a few times.
 - URLs carry passwords and tokens: only ``redact(url)`` (scheme, and the host
-  for schemes where the host is a host) is ever logged.
+  for schemes where the host is a host) is ever logged. Each URL is also registered
+  with ``core.redact``, and every alert's title and body pass through it (``combine``),
+  so no secret (an EAB key quoted by an error, say) leaves in an alert.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 from urllib.parse import urlsplit
 
 from sidecar.state import runlogs
+from sidecar.core import redact as redaction
 from sidecar.core.errors import ConfigError
 from sidecar.core.events import Event, Kind, PassSnapshot
 from sidecar.state.files import atomic_write
@@ -199,6 +202,7 @@ class AppriseTarget:
             raise ConfigError("ALERT_URLS is set but the apprise package is not installed") from exc
         self._apprise = apprise
         self.name = redact(url)
+        redaction.register_url(url)
         try:
             # read-only root file system: no cache on disk
             asset = apprise.AppriseAsset(storage_mode="memory")  # type: ignore[call-arg,unused-ignore]
@@ -215,17 +219,18 @@ class AppriseTarget:
 
 
 def combine(alerts: Sequence[Alert]) -> tuple[str, str, str]:
-    """Title, body and level of one message carrying ``alerts``."""
+    """Title, body and level of one message carrying ``alerts``, secrets redacted."""
     level = max((a.level for a in alerts), key=LEVELS.index)
     if len(alerts) == 1:
         a = alerts[0]
-        return f"[nginx-acme-sidecar] {a.title}", a.body, level
+        return redaction.redact(f"[nginx-acme-sidecar] {a.title}"), redaction.redact(a.body), level
     counts: dict[str, int] = {}
     for a in alerts:
         counts[a.kind] = counts.get(a.kind, 0) + 1
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
     body = "\n\n".join(f"* {a.title}\n{a.body}" for a in alerts)
-    return f"[nginx-acme-sidecar] {len(alerts)} certificate events ({summary})", body, level
+    return (redaction.redact(f"[nginx-acme-sidecar] {len(alerts)} certificate events ({summary})"),
+            redaction.redact(body), level)
 
 
 class Dispatcher:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sidecar.core.names import iso as _iso
 from sidecar.core.planner import Attempt
+from sidecar.core.redact import redact
 from sidecar.core.schedule import Usage
 from sidecar.state.files import atomic_write
 
@@ -49,11 +50,12 @@ class Ledger:
             return Usage(tuple(self.issued), tuple(self.orders), tuple(self.failed_validations),
                          account_paused_until)
 
-    def attempts_now(self, keep: set[str]) -> dict[str, Attempt]:
-        """The attempts of the sites still wanted (the others are forgotten)."""
+    def attempts_now(self, keep: set[str], forget: bool = True) -> dict[str, Attempt]:
+        """The attempts of the sites still wanted (with ``forget``, the others are dropped)."""
         with self.lock:
-            self.forget(keep)
-            return dict(self.attempts)
+            if forget:
+                self.forget(keep)
+            return {name: a for name, a in self.attempts.items() if name in keep}
 
     @classmethod
     def load(cls, path: Path) -> "Ledger":
@@ -138,7 +140,7 @@ class Ledger:
             self.failed_validations.extend((now, d) for d in domains)
         previous = self.attempts.get(name)
         failures = (previous.failures if previous and set(previous.domains) == set(domains) else 0) + 1
-        attempt = Attempt(failures=failures, last_failure=now, last_error=error, domains=domains,
+        attempt = Attempt(failures=failures, last_failure=now, last_error=redact(error), domains=domains,
                           not_before=not_before)
         self.attempts[name] = attempt
         return attempt

@@ -6,7 +6,8 @@ import docker.errors
 import pytest
 import requests.exceptions
 
-from sidecar.adapters.docker_api import _translated
+from sidecar.adapters.docker_api import _translated, command_name
+from sidecar.adapters.runner import RUN_SCRIPT
 from sidecar.core.errors import ConfigError, DockerUnavailable
 
 
@@ -39,3 +40,32 @@ def test_our_own_errors_pass_through_unchanged() -> None:
     with pytest.raises(ConfigError, match="mine"):
         with _translated("starting x"):
             raise ConfigError("mine")
+
+
+@pytest.mark.parametrize(
+    ("cmd", "name"),
+    [
+        (["sh", "-c", RUN_SCRIPT, "certbot-run", "/tmp/run-1", "120", "certonly", "--eab-hmac-key", "k3y"],
+         "certbot-run certonly"),
+        (["sh", "-c", RUN_SCRIPT, "certbot-run", "/tmp/run-1", "120", "register", "--eab-kid", "kid"],
+         "certbot-run register"),
+        (["nginx", "-t"], "nginx -t"),
+        (["nginx", "-s", "reload"], "nginx -s reload"),
+        (["/usr/sbin/nginx", "-V"], "nginx -V"),
+        (["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"], "cat"),
+        (["certbot", "certonly", "--eab-hmac-key", "k3y", "-d", "a.example.com"], "certbot certonly"),
+        (["sh", "-c", "echo secret"], "sh -c"),
+        ([], "(nothing)"),
+    ],
+    ids=["runner-certonly", "runner-register", "nginx-t", "nginx-reload", "path", "cat", "certbot", "script",
+         "empty"],
+)
+def test_an_exec_is_named_by_its_program_never_by_its_arguments(cmd: list[str], name: str) -> None:
+    assert command_name(cmd) == name
+
+
+def test_an_engine_error_quoting_a_command_line_loses_the_eab_key() -> None:
+    with pytest.raises(DockerUnavailable) as raised:
+        with _translated("exec certbot-run certonly"):
+            raise _api_error(docker.errors.APIError, "OCI runtime exec failed: certbot --eab-hmac-key k3y-value")
+    assert "k3y-value" not in str(raised.value) and "--eab-hmac-key [redacted]" in str(raised.value)

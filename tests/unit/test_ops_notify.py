@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from sidecar.state import runlogs
+from sidecar.core import redact as redaction
 from sidecar.core.errors import ConfigError
 from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
 from sidecar.ops.notify import Alert, Alerter, AlertPolicy, AppriseTarget, Dispatcher, combine, redact
@@ -339,3 +340,17 @@ def test_an_url_apprise_does_not_understand_is_a_config_error_without_the_secret
         AppriseTarget("nosuchservice://user:s3cret@host/x", position=2)
     assert "ALERT_URLS: entry 2 (nosuchservice://…)" in str(err.value)
     assert "s3cret" not in str(err.value)
+
+
+def test_a_target_registers_its_url_so_no_alert_carries_its_password(
+        webhook: tuple[int, list[dict[str, Any]]]) -> None:
+    port, received = webhook
+    try:
+        target = AppriseTarget(f"json://bot:Hook-Pass-42@127.0.0.1:{port}/hook")
+        title, body, level = combine([Alert("failed", "a.example.com", "Certificate request failed: a.example.com",
+                                            "the hook said Hook-Pass-42 is wrong", "failure")])
+        assert target.send(title, body, level)
+    finally:
+        redaction.clear()
+    (doc,) = received
+    assert doc["message"] == f"the hook said {redaction.MARKER} is wrong"

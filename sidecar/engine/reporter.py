@@ -163,7 +163,8 @@ class Reporter:
             return
         try:
             files.atomic_write(self.settings.state_dir / STATUS_FILE,
-                               json.dumps({"updated": self.clock().isoformat(), **content}, indent=1) + "\n")
+                               json.dumps(redact_doc({"updated": self.clock().isoformat(), **content}), indent=1)
+                               + "\n")
             self.said.status, self.said.status_written = content, now
         except OSError as exc:
             log.warning("cannot write status file: %s", exc)

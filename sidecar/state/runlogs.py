@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sidecar.core.redact import redact
 from sidecar.state.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def keep(state_dir: Path, site: str, exit_code: int | None, output: str, now: da
     path = directory / f"{stamp}-{'timeout' if exit_code is None else exit_code}.log"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, output)
+        atomic_write(path, redact(output))  # (certbot echoes its command line in some errors)
         for old in _logs(directory)[:-KEEP]:
             old.unlink(missing_ok=True)
     except OSError as exc:

@@ -308,3 +308,18 @@ def test_an_alert_carries_no_secret() -> None:
     for title, body, _level in target.sent:
         assert SECRET not in title and PASSWORD not in title
         assert_clean(body)
+
+
+def test_a_kept_certbot_log_and_a_problem_in_the_status_file_keep_no_secret(tmp_path: Path) -> None:
+    from sidecar.core.model import DesiredState, Problem
+    from sidecar.core.settings import Settings
+    from sidecar.engine.reporter import STATUS_FILE, Reporter
+    from sidecar.state import runlogs
+
+    redaction.register(SECRET)
+    path = runlogs.keep(tmp_path, "a.example.com", 1, f"certbot certonly --eab-hmac-key {SECRET}\nboom\n", NOW)
+    assert path is not None and SECRET not in path.read_text() and "boom" in path.read_text()
+    reporter = Reporter(Settings(state_dir=tmp_path), lambda: NOW)
+    reporter.status(DesiredState((), (Problem("label acme.x", f"bad value {SECRET}"),)), None, {}, set(), {}, {})
+    text = (tmp_path / STATUS_FILE).read_text()
+    assert SECRET not in text and "bad value" in text

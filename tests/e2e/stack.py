@@ -135,6 +135,19 @@ class Stack:
         assert code == 0, pem
         return x509.load_pem_x509_certificate(pem.encode())
 
+    def certbot_runs(self, site: str) -> list[tuple[int, str]]:
+        """(exit code, output) of the site's kept certbot runs, oldest first: STATE_DIR/certbot-logs/
+        <site>/<time>-<exit code>.log, the files ``status`` points at."""
+        folder = f"/var/lib/nginx-acme-sidecar/certbot-logs/{site}"
+        code, out = self.exec("sidecar", "ls", folder)
+        assert code == 0, out
+        runs = []
+        for name in sorted(out.split()):
+            code, text = self.exec("sidecar", "cat", f"{folder}/{name}")
+            assert code == 0, text
+            runs.append((int(name.removesuffix(".log").rsplit("-", 1)[1]), text))
+        return runs
+
     def write_sites(self, text: str) -> None:
         path = self.sites_dir / "sites.yml"
         tmp = self.sites_dir / ".sites.yml.tmp"

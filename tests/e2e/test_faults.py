@@ -148,19 +148,6 @@ def log_line(s: Stack, pattern: str, since: float | None = None, timeout: float 
         (ln for ln in s.logs(since=since).splitlines() if rx.search(ln)), None), timeout=timeout, interval=0.2))
 
 
-def certbot_runs(s: Stack, site: str) -> list[tuple[int, str]]:
-    """(exit code, output) of the site's kept certbot runs, oldest first (STATE_DIR/certbot-logs)."""
-    folder = f"/var/lib/nginx-acme-sidecar/certbot-logs/{site}"
-    code, out = s.exec("sidecar", "ls", folder)
-    assert code == 0, out
-    runs = []
-    for name in sorted(out.split()):  # <time>-<exit code>.log
-        code, text = s.exec("sidecar", "cat", f"{folder}/{name}")
-        assert code == 0, text
-        runs.append((int(name.removesuffix(".log").rsplit("-", 1)[1]), text))
-    return runs
-
-
 def parse_wrk(output: str) -> dict[str, Any]:
     """Counts from wrk's summary (with /etc/wrk/status.lua): requests, statuses, socket errors."""
     def num(pattern: str) -> int:
@@ -378,7 +365,7 @@ class TestOnOneStack:
         # The runs kept for the site (what `status` points at): in one, certbot said the CA no longer
         # knows the stored account ("Account <url> not found.", or RFC 8555's accountDoesNotExist);
         # a later one, with a newly registered account, succeeded.
-        runs = certbot_runs(s, "cadown.demo.test")
+        runs = s.certbot_runs("cadown.demo.test")
         gone = [i for i, (code, text) in enumerate(runs) if code != 0 and ACCOUNT_GONE.search(text)]
         assert gone and runs[-1][0] == 0 and gone[-1] < len(runs) - 1, [(c, x[-300:]) for c, x in runs]
         for h in DEMO_SITES:

@@ -21,6 +21,8 @@ class Failure(str, enum.Enum):
     VALIDATION = "validation"          # the CA could not fetch the challenge (DNS, firewall, nginx)
     ACCOUNT_MISSING = "account-missing"  # the CA no longer knows the stored account
     TRANSIENT = "transient"            # CA or network hiccup: retry with back-off
+    CA_UNREACHABLE = "ca-unreachable"  # no request reached the CA (its name, a refused or timed-out
+                                       # connection, TLS trust): retried like a hiccup, no order counted
     TIMEOUT = "timeout"
     PREFLIGHT = "preflight"            # our own check through nginx failed; the CA was not asked
     REJECTED = "rejected"              # the CA refuses these names (policy, CAA, malformed)
@@ -35,6 +37,12 @@ class Outcome:
     retry_after: datetime | None = None
     # certbot said the existing certificate was kept (nothing issued)
     kept: bool = False
+    # False when certbot never got an answer from the CA: that run cost the CA's budgets nothing
+    reached_ca: bool = True
+
+    @property
+    def transient(self) -> bool:
+        return self.failure in (Failure.TRANSIENT, Failure.CA_UNREACHABLE)
 
 
 def arguments(
@@ -95,6 +103,7 @@ _RETRY_AFTER = re.compile(r"retry after (\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})
 # certbot's own words when the stored account is gone ("Account at /etc/letsencrypt/accounts/... does not
 # exist"); any other "account ... not found" (a validation error for account.example.com, say) is not that.
 _ACCOUNT_GONE = re.compile(r"\b(?:account at \S+ does not exist|no such account)\b", re.I)
+_POOL_HOST = re.compile(r"connectionpool\(host='([^']+)'")
 _DETAIL = re.compile(r"^\s*Detail:\s*(.+)$", re.M)
 _NOISE = (
     "Saving debug log", "Ask for help", "See the logfile", "Some challenges have failed",
@@ -114,8 +123,34 @@ def _one_line(output: str) -> str:
     return (useful[-1] if useful else "no output")[:500]
 
 
-def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
-    """Read certbot's exit code and output. ``exit_code`` None means it timed out."""
+def _unreached(low: str, server: str) -> str:
+    """One sentence a person can act on when certbot's requests never reached the CA, else ""."""
+    if not any(k in low for k in ("httpsconnectionpool", "httpconnectionpool", "requests.exceptions", "urllib3")):
+        return ""
+    host = _POOL_HOST.search(low)
+    where = f"the CA at {server}" if server else f"the CA ({host.group(1)})" if host else "the CA"
+    in_url = re.match(r"[a-z][a-z0-9+.-]*://([^/:?#]+)", server)
+    name = host.group(1) if host else in_url.group(1) if in_url else "its host"
+    if any(k in low for k in ("nameresolutionerror", "name or service not known", "temporary failure in name "
+                               "resolution", "failed to resolve", "nodename nor servname")):
+        return (f"cannot reach {where}: the name {name} does not resolve (check ACME_SERVER and the DNS the "
+                "sidecar's network uses)")
+    if "certificate verify failed" in low or "sslerror" in low or "ssl: " in low:
+        return (f"cannot reach {where}: its TLS certificate is not trusted (check ACME_CA_BUNDLE, or a proxy "
+                "intercepting TLS)")
+    if "connection refused" in low:
+        return f"cannot reach {where}: connection refused (is the CA down, or a firewall in the way?)"
+    if "timed out" in low or "connecttimeout" in low:
+        return f"cannot reach {where}: the connection timed out (check the network path or a proxy)"
+    if "failed to establish" in low or "network is unreachable" in low or "no route to host" in low:
+        return f"cannot reach {where}: no network path (check the sidecar's network and a proxy)"
+    return ""
+
+
+def classify(exit_code: int | None, output: str, now: datetime, server: str = "") -> Outcome:
+    """Read certbot's exit code and output. ``exit_code`` None means it timed out.
+
+    ``server``: the ACME directory, named in the sentence when the CA cannot be reached."""
     if exit_code is None:
         return Outcome(False, "certbot did not finish in time and was stopped", Failure.TIMEOUT)
     if exit_code == 0:
@@ -142,6 +177,12 @@ def classify(exit_code: int | None, output: str, now: datetime) -> Outcome:
     if any(k in low for k in ("failed to authenticate", "unauthorized", "error:connection", "error:dns",
                                "invalid response", "timeout during connect")):
         return Outcome(False, summary, Failure.VALIDATION)
+    unreached = _unreached(low, server)
+    if unreached:
+        return Outcome(False, unreached, Failure.CA_UNREACHABLE, reached_ca=False)
+    if any(k in low for k in ("serverinternal", "503", "502", "service unavailable", "504", "500 internal")):
+        where = f"the CA at {server}" if server else "the CA"
+        return Outcome(False, f"{where} answered with a server error ({summary}); retried later", Failure.TRANSIENT)
     if any(k in low for k in ("connection refused", "max retries exceeded", "failed to establish",
                                "serverinternal", "badnonce", "timed out", "temporarily unavailable",
                                "service unavailable", "name or service not known", "503", "502",

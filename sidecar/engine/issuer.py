@@ -79,7 +79,7 @@ class Issuer:
             if result.exit_code == 0:
                 log.info("ACME account registered with %s", s.acme_server)
             else:
-                outcome = certbot.classify(result.exit_code, result.output, self.clock())
+                outcome = certbot.classify(result.exit_code, result.output, self.clock(), s.acme_server)
                 log.warning("registering an ACME account with %s failed (%s); the first certificate request "
                             "tries again", s.acme_server, outcome.summary)
         except SidecarError as exc:
@@ -192,7 +192,7 @@ class Issuer:
         retrying = Retrying(
             stop=stop_after_attempt(1 + QUICK_RETRIES),
             wait=wait_random_exponential(multiplier=2, max=30),
-            retry=retry_if_result(lambda o: o.failure == certbot.Failure.TRANSIENT and not self.stopped.is_set()),
+            retry=retry_if_result(lambda o: o.transient and not self.stopped.is_set()),
             before_sleep=lambda rs: log.warning(
                 "site %s: the CA did not answer properly (%s); retrying shortly", decision.site.name,
                 rs.outcome.result().summary if rs.outcome else "?"),
@@ -220,14 +220,27 @@ class Issuer:
 
     def _issue_or_renew(self, decision: Decision) -> certbot.Outcome:
         with self._claim(decision.site.name):
-            return self._certbot_in_place_or_staged(decision)
+            return self._counted(decision)
+
+    def _counted(self, decision: Decision) -> certbot.Outcome:
+        name = decision.site.name
+        ordered_at = self.clock()
+        with self.ledger.lock:  # every certbot run may send an order: it counts while it runs...
+            self.ledger.record_order(name, decision.site.domains, ordered_at)
+        reached = False
+        try:
+            outcome = self._certbot_in_place_or_staged(decision)
+            reached = outcome.reached_ca
+            return outcome
+        finally:
+            if not reached:  # ...but one that never reached the CA (or never ran) cost its budgets nothing
+                with self.ledger.lock:
+                    self.ledger.unrecord_order(name, ordered_at)
 
     def _certbot_in_place_or_staged(self, decision: Decision) -> certbot.Outcome:
         """Run certbot: new lineages side by side in a staging dir, the rest one at a time."""
         s = self.settings
         name = decision.site.name
-        with self.ledger.lock:  # every certbot run sends one order: count each for the budget
-            self.ledger.record_order(name, decision.site.domains, self.clock())
         has_placeholder = placeholder.is_placeholder_lineage(s.certs_dir, name)
         fresh = (decision.action in (Action.ISSUE, Action.EXPAND)
                  and (has_placeholder or lineage.is_fresh(s.certs_dir, name))
@@ -262,7 +275,7 @@ class Issuer:
         for attempt in range(2):
             result = self.runner_ready().run(args, env, site.name)
             runlogs.keep(s.state_dir, site.name, result.exit_code, result.output, self.clock())
-            outcome = certbot.classify(result.exit_code, result.output, self.clock())
+            outcome = certbot.classify(result.exit_code, result.output, self.clock(), s.acme_server)
             if outcome.failure == certbot.Failure.ACCOUNT_MISSING and attempt == 0:
                 self._drop_account(config_dir or s.certs_dir)
                 if config_dir is not None:

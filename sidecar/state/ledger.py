@@ -127,6 +127,13 @@ class Ledger:
         self.orders.append((now, name))
         self._prune(now)
 
+    def unrecord_order(self, name: str, at: datetime) -> None:
+        """That run never reached the CA: it used none of its budgets."""
+        try:
+            self.orders.remove((at, name))
+        except ValueError:
+            pass
+
     def _prune(self, now: datetime) -> None:
         self.issued = [i for i in self.issued if now - i[0] < HISTORY_KEEP]
         self.orders = [o for o in self.orders if now - o[0] < HISTORY_KEEP]

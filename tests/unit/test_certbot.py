@@ -155,6 +155,21 @@ An unexpected error occurred:
 requests.exceptions.ConnectionError: HTTPSConnectionPool(host='acme.test', port=14000): Max retries exceeded with url: /dir (Caused by NewConnectionError('<urllib3.connection.HTTPSConnection object at 0x7f3a2c1d9e50>: Failed to establish a new connection: [Errno 111] Connection refused'))
 """ + LOG_TAIL
 
+CA_NOT_RESOLVABLE = """\
+An unexpected error occurred:
+requests.exceptions.ConnectionError: HTTPSConnectionPool(host='acme-v02.api.letsencrypt.org', port=443): Max retries exceeded with url: /directory (Caused by NameResolutionError("<urllib3.connection.HTTPSConnection object at 0x7f>: Failed to resolve 'acme-v02.api.letsencrypt.org' ([Errno -2] Name or service not known)"))
+""" + LOG_TAIL
+
+CA_NOT_TRUSTED = """\
+An unexpected error occurred:
+requests.exceptions.SSLError: HTTPSConnectionPool(host='pebble', port=14000): Max retries exceeded with url: /dir (Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate (_ssl.c:1000)')))
+""" + LOG_TAIL
+
+CA_TIMEOUT = """\
+An unexpected error occurred:
+requests.exceptions.ConnectTimeout: HTTPSConnectionPool(host='pebble', port=14000): Max retries exceeded with url: /dir (Caused by ConnectTimeoutError(<urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to pebble timed out. (connect timeout=45)'))
+""" + LOG_TAIL
+
 SERVER_ERROR = """\
 Saving debug log to /var/log/letsencrypt/letsencrypt.log
 Requesting a certificate for a.example.com
@@ -200,7 +215,12 @@ WEIRD = "Saving debug log to /var/log/letsencrypt/letsencrypt.log\nSomething odd
         (1, ACCOUNT_MISSING, False, Failure.ACCOUNT_MISSING, False, "account that does not exist"),
         (1, ACCOUNT_GONE_LOCALLY, False, Failure.ACCOUNT_MISSING, False, "Account at"),
         (1, NOT_AN_ACCOUNT_PROBLEM, False, Failure.VALIDATION, False, "Invalid response"),
-        (1, CONNECTION_REFUSED, False, Failure.TRANSIENT, False, "Connection refused"),
+        (1, CONNECTION_REFUSED, False, Failure.CA_UNREACHABLE, False,
+         "cannot reach the CA (acme.test): connection refused (is the CA down, or a firewall in the way?)"),
+        (1, CA_NOT_RESOLVABLE, False, Failure.CA_UNREACHABLE, False,
+         "cannot reach the CA (acme-v02.api.letsencrypt.org): the name acme-v02.api.letsencrypt.org does not resolve"),
+        (1, CA_NOT_TRUSTED, False, Failure.CA_UNREACHABLE, False, "its TLS certificate is not trusted (check ACME_CA_BUNDLE"),
+        (1, CA_TIMEOUT, False, Failure.CA_UNREACHABLE, False, "the connection timed out"),
         (1, SERVER_ERROR, False, Failure.TRANSIENT, False, "internal error"),
         (1, REJECTED, False, Failure.REJECTED, False, "Cannot issue for"),
         (1, WEIRD, False, Failure.UNKNOWN, False, "Something odd happened"),
@@ -208,7 +228,7 @@ WEIRD = "Saving debug log to /var/log/letsencrypt/letsencrypt.log\nSomething odd
         (None, "Requesting a certificate for a.example.com\n", False, Failure.TIMEOUT, False, "did not finish"),
     ],
     ids=["success", "not-yet-due", "rate-limit-retry-after", "rate-limit-no-time", "validation",
-         "validation-connection-refused-is-not-transient", "account-missing", "account-gone-locally", "account-in-a-validation-error-is-not-the-account", "connection-refused", "server-error", "rejected", "unknown", "no-output", "timeout"],
+         "validation-connection-refused-is-not-transient", "account-missing", "account-gone-locally", "account-in-a-validation-error-is-not-the-account", "ca-connection-refused", "ca-not-resolvable", "ca-not-trusted", "ca-timeout", "server-error", "rejected", "unknown", "no-output", "timeout"],
 )
 def test_classify(
     exit_code: int | None, output: str, ok: bool, failure: Failure | None, kept: bool, summary_has: str

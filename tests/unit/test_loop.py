@@ -281,3 +281,26 @@ def test_a_failing_pass_is_retried_and_never_ends_the_loop(tmp_path: Path, monke
     loop.start()
     loop.join(timeout=20)
     assert not loop.is_alive() and len(calls) >= 2  # the second pass came (2 s back-off), then a clean stop
+
+
+def test_attempts_that_never_reach_the_ca_cost_no_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the CA's name not resolving, three attempts lowered new_orders from 300 to 297."""
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")])
+    certbot.fail["a.example.com"] = (
+        "An unexpected error occurred:\nrequests.exceptions.ConnectionError: HTTPSConnectionPool(host='ca.test', "
+        "port=443): Max retries exceeded with url: /dir (Caused by NameResolutionError(\"...: Failed to resolve "
+        "'ca.test' ([Errno -2] Name or service not known)\"))\n")
+    import sidecar.engine.issuer as issuer_mod
+
+    monkeypatch.setattr(issuer_mod, "QUICK_RETRIES", 0)  # (no waiting between quick retries here)
+    r.run_pass()
+    (failed,) = [e for e in seen.events if e.kind == Kind.CERT_FAILED]
+    assert failed.details["failure"] == "ca-unreachable"
+    assert failed.message == ("cannot reach the CA at https://ca.test/dir: the name ca.test does not resolve "
+                              "(check ACME_SERVER and the DNS the sidecar's network uses)")
+    assert r.ledger.orders == [] and r.ledger.usage().orders == ()
+    certbot.fail.clear()
+    r.clock = lambda: NOW + timedelta(minutes=2)  # (after the back-off)
+    r.reporter.clock = r.issuer.clock = r.clock
+    r.run_pass()
+    assert [name for _, name in r.ledger.orders] == ["a.example.com"]  # the one the CA received

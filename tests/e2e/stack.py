@@ -8,7 +8,6 @@ nginx, fetched by the real certbot image the sidecar starts.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
@@ -21,9 +20,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import docker
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..support.images import images
-from ..support.net import Response, free_port, stays, tls_get, wait_for
+from ..support.net import Response, free_port, http_get, stays, tls_get, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "local-demo"
@@ -121,14 +121,7 @@ class Stack:
         return tls_get(self.https_port, host, path, self.root_pem, timeout)
 
     def http(self, host: str, path: str = "/") -> tuple[int, dict[str, str], str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
-        try:
-            conn.request("GET", path, headers={"Host": host})
-            resp = conn.getresponse()
-            body = resp.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+        return http_get(self.http_port, host, path)
 
     def cert_on_disk(self, name: str) -> x509.Certificate:
         code, pem = self.exec("sidecar", "cat", f"/etc/letsencrypt/live/{name}/cert.pem")
@@ -157,15 +150,16 @@ class Stack:
     # -- the sidecar's status API (its port, published on 127.0.0.1) ------------------------------
     def api(self, path: str, timeout: float = 5.0) -> dict[str, Any]:
         """GET ``path`` from the sidecar's status server; its JSON answer (200 only)."""
-        conn = http.client.HTTPConnection("127.0.0.1", int(self.env["STATUS_PORT_HOST"]), timeout=timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
-        finally:
-            conn.close()
-        assert resp.status == 200, (path, resp.status, body[:500])
+        status, _, body = http_get(int(self.env["STATUS_PORT_HOST"]), "127.0.0.1", path, timeout)
+        assert status == 200, (path, status, body[:500])
         return dict(json.loads(body))
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """``GET /metrics``: every sample, by (name, sorted labels)."""
+        status, _, text = http_get(int(self.env["STATUS_PORT_HOST"]), "127.0.0.1", "/metrics")
+        assert status == 200, text[:500]
+        return {(x.name, tuple(sorted(x.labels.items()))): x.value
+                for f in text_string_to_metric_families(text) for x in f.samples}
 
     def status(self) -> dict[str, Any]:
         """``GET /status``: sites (one row each, by name in ``["rows"]`` too), problems, health."""

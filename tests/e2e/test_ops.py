@@ -19,8 +19,6 @@ from typing import Any, Iterator
 
 import docker
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from sidecar.core.events import Kind
 
 from .stack import IMAGES, Stack, new_stack, wait_for
@@ -89,19 +87,6 @@ def sidecar_json(s: Stack, *args: str) -> Any:
     return json.loads(out)
 
 
-def metrics(s: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    conn = http.client.HTTPConnection("127.0.0.1", int(s.env["STATUS_PORT_HOST"]), timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        assert resp.status == 200
-        text = resp.read().decode()
-    finally:
-        conn.close()
-    return {(x.name, tuple(sorted(x.labels.items()))): x.value
-            for f in text_string_to_metric_families(text) for x in f.samples}
-
-
 def site_gauge(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, site: str) -> float | None:
     return m.get((f"nginx_acme_certificate_{name}_timestamp_seconds", (("site", site),)))
 
@@ -109,7 +94,7 @@ def site_gauge(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 # -- tests -------------------------------------------------------------------------------
 def test_metrics_match_the_certificates_on_disk(ops: Stack) -> None:
     m = wait_for("metrics for every site",
-                 lambda: (m := metrics(ops)) and all(site_gauge(m, "not_after", h) for h in DEMO_SITES) and m,
+                 lambda: (m := ops.metrics()) and all(site_gauge(m, "not_after", h) for h in DEMO_SITES) and m,
                  timeout=30)
     for host in DEMO_SITES:
         cert = ops.cert_on_disk(host)
@@ -161,7 +146,7 @@ def test_a_failure_is_alerted_once_by_mail_and_webhook_not_on_every_retry(ops: S
     wait_for("a later alert delivered", lambda: mails_about(ops, marker) and hooks_about(ops, marker), timeout=60)
     assert len(mails_about(ops, title)) == 1
     assert len(hooks_about(ops, title)) == 1
-    m = metrics(ops)
+    m = ops.metrics()
     assert sum(v for (name, labels), v in m.items()
                if name == "nginx_acme_certificate_failures_total" and ("site", blocked) in labels) >= 2
 
@@ -201,6 +186,24 @@ def test_status_and_plan_show_the_right_rows(ops: Stack, blocked: str) -> None:
     assert "wait, then issue" in ops.exec("sidecar", "python3", "-m", "sidecar", "plan")[1]
 
 
+def test_a_site_without_its_first_certificate_says_so_over_http_instead_of_a_dead_redirect(
+        ops: Stack, blocked: str) -> None:
+    """Until a site's first certificate is live, plain HTTP answers 503 with a page naming the next
+    attempt (HTTPS has no server for the name yet); a live site still redirects to HTTPS."""
+    row = wait_for("the blocked site waiting", lambda: (r := ops.status()["rows"][blocked])["state"] == "wait" and r,
+                   timeout=60)
+    assert row["next"]
+    status, headers, body = wait_for("the pending page", lambda: (got := ops.http(blocked)) if got[0] == 503 else None,
+                                     timeout=10)
+    assert headers.get("retry-after") == "60" and f"<h1>{blocked}</h1>" in body
+    assert "Next attempt: " + row["next"][:16].replace("T", " ") + " UTC." in body
+    assert "rejectedIdentifier" not in body and "policy" not in body.lower()  # nothing of the CA's error
+    # the challenge path is still served from the webroot, and a live site still redirects
+    assert ops.http(blocked, "/.well-known/acme-challenge/nothing-here")[0] == 404
+    live_status, live_headers, _ = ops.http("a.demo.test")
+    assert live_status == 308 and live_headers["location"] == "https://a.demo.test/"
+
+
 def test_forced_renewal_renews_now_and_is_announced(ops: Stack) -> None:
     before = ops.cert_on_disk("b.demo.test")
     since = ops.cursor()
@@ -212,7 +215,7 @@ def test_forced_renewal_renews_now_and_is_announced(ops: Stack) -> None:
     wait_for("renewed alert", lambda: hooks_about(ops, "Certificate renewed: b.demo.test")
              and mails_about(ops, "Certificate renewed: b.demo.test"), timeout=30)
     wait_for("served", lambda: ops.https("b.demo.test").cert.serial_number == after.serial_number, timeout=30)
-    m = wait_for("metrics updated", lambda: (m := metrics(ops)) and site_gauge(m, "not_after", "b.demo.test")
+    m = wait_for("metrics updated", lambda: (m := ops.metrics()) and site_gauge(m, "not_after", "b.demo.test")
                  == after.not_valid_after_utc.timestamp() and m, timeout=10)
     assert m[("nginx_acme_certificates_obtained_total", (("action", "renew"),))] >= 1
     (requested,) = ops.events(since, Kind.CERT_REQUESTED, "b.demo.test")

@@ -8,11 +8,9 @@ keeps the domain, the claimant is refused and reported (``/status`` problems, a
 
 from __future__ import annotations
 
-import http.client
 from typing import Any, Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.core.events import Kind
 
@@ -24,16 +22,7 @@ REQUESTS = 20
 
 def conflicts_metric(s: Stack, site: str) -> float | None:
     """``nginx_acme_domain_conflicts{site=...}`` from the sidecar's ``/metrics`` (None: no series)."""
-    conn = http.client.HTTPConnection("127.0.0.1", int(s.env["STATUS_PORT_HOST"]), timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        assert resp.status == 200
-        text = resp.read().decode()
-    finally:
-        conn.close()
-    return next((x.value for f in text_string_to_metric_families(text) for x in f.samples
-                 if x.name == "nginx_acme_domain_conflicts" and x.labels == {"site": site}), None)
+    return s.metrics().get(("nginx_acme_domain_conflicts", (("site", site),)))
 
 
 def bodies(s: Stack, host: str, n: int = REQUESTS) -> list[str]:

@@ -91,11 +91,20 @@ def tls_get(port: int, sni: str, path: str = "/", ca: str | ssl.SSLContext = "",
         assert der is not None
         conn = http.client.HTTPSConnection(sni, port, timeout=timeout, context=ctx)
         conn.sock = sock
-        try:
-            conn.request("GET", path, headers={"Host": sni})
-            resp = conn.getresponse()
-            body = resp.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
-    return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body,
-                    x509.load_der_x509_certificate(der))
+        status, headers, body = _get(conn, sni, path)
+    return Response(status, headers, body, x509.load_der_x509_certificate(der))
+
+
+def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, dict[str, str], str]:
+    """GET http://<host><path> through 127.0.0.1:<port>: (status, headers in lower case, body)."""
+    return _get(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout), host, path)
+
+
+def _get(conn: http.client.HTTPConnection, host: str, path: str) -> tuple[int, dict[str, str], str]:
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        resp = conn.getresponse()
+        body = resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body

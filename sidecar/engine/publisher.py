@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 import logging
 import os
 import time
@@ -23,6 +24,8 @@ from sidecar.core import names, nginxconf, render
 from sidecar.core.errors import NginxError
 from sidecar.core.events import Kind
 from sidecar.core.model import Certificate, Site, SourceKind
+from sidecar.core.planner import Action
+from sidecar.core.schedule import Work
 from sidecar.core.settings import Settings
 from sidecar.engine.reporter import Reporter
 from sidecar.engine.world import Snapshot
@@ -31,6 +34,15 @@ from sidecar.state import files, placeholder
 log = logging.getLogger("sidecar")
 
 VERIFY_SAMPLE = 10  # sites checked over TLS after a reload
+PENDING_DIR = ".sidecar-pending"  # in the webroot: <name>.html for names whose certificate is pending
+PENDING_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{name}: certificate pending</title></head>
+<body><h1>{name}</h1>
+<p>This site is set up, but its HTTPS certificate has not been issued yet, so it is not served yet.</p>
+<p>{when}</p>
+<p>(nginx-acme-sidecar; the site's operator sees why in its status.)</p>
+</body></html>
+"""
 LOADED_FILE = "nginx-loaded.sha256"  # what the last reload loaded (see _remember_loaded)
 
 Fingerprint = tuple[object, ...]
@@ -47,6 +59,7 @@ class Publisher:
         self.rejected: dict[str, str] = {}  # file -> nginx's error, said once
         self.live: set[str] = set()          # the sidecar's site files nginx runs
         self._outside: Fingerprint | None = None  # hand-written files and their certificates, as last loaded
+        self._pages: dict[str, str] | None = None  # pending pages written: name -> content
 
     def traits(self, nginx_id: str) -> render.NginxTraits:
         if self._traits is not None and self._traits[0] == nginx_id:
@@ -74,6 +87,35 @@ class Publisher:
             except (OSError, ValueError) as exc:
                 log.error("site %s: cannot write a placeholder certificate: %s", site.name, exc)
         return wrote
+
+    def pending_pages(self, work: Work | None) -> None:
+        """Over plain HTTP, a name whose certificate is not live yet answers 503 with a page saying when
+        the next attempt is (see global.conf.j2). Written only when it changes; no reload needed."""
+        wanted: dict[str, str] = {}
+        for d in work.plan.decisions if work is not None else ():
+            first = d.action == Action.ISSUE or (d.action == Action.WAIT and d.pending == Action.ISSUE)
+            if not first or d.site.source_kind == SourceKind.NGINX_CONF or names.site_filename(d.site.name) in self.live:
+                continue  # (only sites that never had a certificate: the others are served or held back)
+            if d.action == Action.WAIT and d.at is not None:
+                when = f"Next attempt: {d.at:%Y-%m-%d %H:%M} UTC."
+            else:
+                when = "It is being requested now; this page is replaced by the site within a minute."
+            for name in d.site.domains:
+                wanted[name] = PENDING_PAGE.format(name=html.escape(name), when=when)
+        if wanted == self._pages:
+            return
+        directory = self.settings.webroot_dir / PENDING_DIR
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            current = self._pages if self._pages is not None else {p.stem: "" for p in directory.glob("*.html")}
+            for name, page in wanted.items():
+                if current.get(name) != page:
+                    files.atomic_write(directory / f"{name}.html", page)
+            for name in set(current) - set(wanted):
+                (directory / f"{name}.html").unlink(missing_ok=True)
+            self._pages = wanted
+        except OSError as exc:
+            log.warning("cannot write the pending-certificate pages in %s: %s", directory, exc)
 
     def publish(self, snap: Snapshot) -> bool:
         """Render, test and reload; True when nginx was reloaded."""

@@ -187,6 +187,24 @@ def test_status_and_plan_show_the_right_rows(ops: Stack, blocked: str) -> None:
     assert "wait, then issue" in ops.exec("sidecar", "python3", "-m", "sidecar", "plan")[1]
 
 
+def test_a_site_without_its_first_certificate_says_so_over_http_instead_of_a_dead_redirect(
+        ops: Stack, blocked: str) -> None:
+    """Until a site's first certificate is live, plain HTTP answers 503 with a page naming the next
+    attempt (HTTPS has no server for the name yet); a live site still redirects to HTTPS."""
+    row = wait_for("the blocked site waiting", lambda: (r := ops.status()["rows"][blocked])["state"] == "wait" and r,
+                   timeout=60)
+    assert row["next"]
+    status, headers, body = wait_for("the pending page", lambda: (got := ops.http(blocked))[0] == 503 and got,
+                                     timeout=10)
+    assert headers.get("retry-after") == "60" and f"<h1>{blocked}</h1>" in body
+    assert "Next attempt: " + row["next"][:16].replace("T", " ") + " UTC." in body
+    assert "rejectedIdentifier" not in body and "policy" not in body.lower()  # nothing of the CA's error
+    # the challenge path is still served from the webroot, and a live site still redirects
+    assert ops.http(blocked, "/.well-known/acme-challenge/nothing-here")[0] == 404
+    live_status, live_headers, _ = ops.http("a.demo.test")
+    assert live_status == 308 and live_headers["location"] == "https://a.demo.test/"
+
+
 def test_forced_renewal_renews_now_and_is_announced(ops: Stack) -> None:
     before = ops.cert_on_disk("b.demo.test")
     since = ops.cursor()

@@ -304,3 +304,19 @@ def test_attempts_that_never_reach_the_ca_cost_no_budget(tmp_path: Path, monkeyp
     r.reporter.clock = r.issuer.clock = r.clock
     r.run_pass()
     assert [name for _, name in r.ledger.orders] == ["a.example.com"]  # the one the CA received
+
+
+def test_a_site_waiting_for_its_first_certificate_has_a_page_saying_when_the_next_attempt_is(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com"), app("b", "b.example.com,www.b.example.com")])
+    certbot.fail["b.example.com"] = "Some challenges have failed.\nDetail: Invalid response from http://b.example.com"
+    pages = r.settings.webroot_dir / ".sidecar-pending"
+    r.run_pass()
+    assert sorted(p.name for p in pages.iterdir()) == ["b.example.com.html", "www.b.example.com.html"]
+    page = (pages / "b.example.com.html").read_text()
+    assert "Next attempt: 2026-11-27 12:01 UTC." in page and "Invalid response" not in page  # no internals
+    certbot.fail.clear()
+    r.clock = r.reporter.clock = r.issuer.clock = lambda: NOW + timedelta(minutes=2)
+    r.run_pass()
+    assert list(pages.iterdir()) == []  # live: HTTP redirects to HTTPS again
+    global_conf = (r.settings.conf_dir / "sidecar-00-global.conf").read_text()
+    assert f"if (-f {r.settings.webroot_dir}/.sidecar-pending/$host.html)" in global_conf

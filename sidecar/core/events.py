@@ -10,7 +10,7 @@ import enum
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class Kind(str, enum.Enum):
     CERT_EXPIRING = "cert_expiring"      # close to expiry without a successful renewal; details: not_after
     RELOAD = "reload"                    # details: written, removed
     NGINX_REJECTED = "nginx_rejected"    # details: file, error
+    CONF_SET_ASIDE = "conf_set_aside"    # a hand-written file nginx rejects was renamed; details: file, aside, error
     INPUT_PROBLEM = "input_problem"      # details: source, message
     DOMAIN_CONFLICT = "domain_conflict"  # also an input_problem; site: the holder's; details: source, error
     DOCKER_UNAVAILABLE = "docker_unavailable"
@@ -67,6 +68,8 @@ class PassSnapshot:
     budgets: dict[str, int] = field(default_factory=dict)
     # working, but not fully: each says what is missing and what it holds back (health: "degraded")
     degraded: Sequence[str] = ()
+    # hand-written conf.d files set aside because nginx rejects them: file -> nginx's error
+    set_aside: Mapping[str, str] = field(default_factory=dict)
 
 
 class Observer(Protocol):

@@ -75,6 +75,9 @@ class Settings:
     rate_limits: str = "letsencrypt"
     ari: bool = True
     preflight: bool = True
+    # A hand-written conf.d file nginx rejects: "set-aside" (renamed NAME.sidecar-broken, so every other
+    # site keeps being updated) or "keep" (left in place: nothing reaches nginx until it is fixed)
+    broken_conf: str = "set-aside"
     # Back-off after failed attempts of one certificate (the CA's integration guide: 1m, 10m, 100m, daily)
     backoff: tuple[timedelta, ...] = BACKOFF
     # Which containers may declare sites: all, project (the sidecar's Compose project), network (nginx's networks)
@@ -277,6 +280,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rate_limits=limits,
         ari=_choice(env, "ARI", "on", ("on", "off")) == "on",
         preflight=_choice(env, "PREFLIGHT_CHECK", "on", ("on", "off")) == "on",
+        broken_conf=_choice(env, "BROKEN_CONF", "set-aside", ("set-aside", "keep")),
         sites_scope=_choice(env, "SITES_SCOPE", "all", ("all", "project", "network")),
         backoff=_durations(env, "BACKOFF_SCHEDULE", defaults.backoff),
         status_addr=_status_addr(env),

@@ -228,8 +228,10 @@ class Reconciler:
                 self.limits, {ratelimits.registered_domain(d) for s in snap.desired.sites for d in s.domains},
                 self.ledger.issued, self.ledger.orders, self.clock())
         self.publisher.pending_pages(work)
-        degraded = (self.watcher.problem,) if self.watcher is not None and self.watcher.problem else ()
-        self.reporter.status(snap.desired, work, snap.lineages, self.publisher.live, attempts, budgets, degraded)
+        degraded = (*((self.watcher.problem,) if self.watcher is not None and self.watcher.problem else ()),
+                    *self.publisher.broken.degraded())
+        self.reporter.status(snap.desired, work, snap.lineages, self.publisher.live, attempts, budgets, degraded,
+                             self.publisher.broken.files())
 
     # -- start-up --------------------------------------------------------------------
     def _warm_up(self) -> None:

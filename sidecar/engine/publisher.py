@@ -28,12 +28,14 @@ from sidecar.core.planner import Action
 from sidecar.core.schedule import Work
 from sidecar.core.settings import Settings
 from sidecar.engine.reporter import Reporter
+from sidecar.engine.setaside import BrokenConfs
 from sidecar.engine.world import Snapshot
 from sidecar.state import files, placeholder
 
 log = logging.getLogger("sidecar")
 
 VERIFY_SAMPLE = 10  # sites checked over TLS after a reload
+MAX_SET_ASIDE = 5  # hand-written files set aside in one go before giving up
 PENDING_DIR = ".sidecar-pending"  # in the webroot: <name>.html for names whose certificate is pending
 PENDING_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{name}: certificate pending</title></head>
@@ -60,6 +62,7 @@ class Publisher:
         self.live: set[str] = set()          # the sidecar's site files nginx runs
         self._outside: Fingerprint | None = None  # hand-written files and their certificates, as last loaded
         self._pages: dict[str, str] | None = None  # pending pages written: name -> content
+        self.broken = BrokenConfs(settings.conf_dir, settings.broken_conf == "set-aside", reporter)
 
     def traits(self, nginx_id: str) -> render.NginxTraits:
         if self._traits is not None and self._traits[0] == nginx_id:
@@ -136,12 +139,19 @@ class Publisher:
             snap.user_defaults,
         )
         control = self.control_for(snap.nginx.id)
-        try:
-            result = nginx.apply(s.conf_dir, wanted, control, on_reject=self._rejected,
-                                 verify=lambda written: self._verify_served(snap, written))
-        except NginxError as exc:
-            log.error("%s", exc)
-            self.reporter.emit(Kind.NGINX_REJECTED, "", str(exc), file="", error=str(exc))
+        self.broken.review()
+        for _ in range(MAX_SET_ASIDE):
+            try:
+                result = nginx.apply(s.conf_dir, wanted, control, on_reject=self._rejected,
+                                     verify=lambda written: self._verify_served(snap, written))
+                break
+            except NginxError as exc:
+                if self.broken.set_aside(exc.output):
+                    continue  # a hand-written file held everything back: try again without it
+                log.error("%s", exc)
+                self.reporter.emit(Kind.NGINX_REJECTED, "", str(exc), file="", error=str(exc))
+                return False
+        else:
             return False
         fingerprint = self._outside_fingerprint(snap)
         owned = nginx.owned_files(s.conf_dir)
@@ -215,6 +225,10 @@ class Publisher:
             if stored and stored == self._loaded_digest(nginx_id, fingerprint, owned):
                 return False
         ok, output = control.test()
+        for _ in range(MAX_SET_ASIDE):
+            if ok or not self.broken.set_aside(output):
+                break
+            ok, output = control.test()
         if not ok:
             reason = nginx.first_error_line(output)
             log.error("nginx rejected a change to the hand-written config; the running config stays: %s", reason)

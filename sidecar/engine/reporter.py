@@ -130,7 +130,7 @@ class Reporter:
 
     def status(self, state: DesiredState, work: Work | None, lineages: Mapping[str, Certificate],
                live: set[str], attempts: Mapping[str, Attempt], budgets: dict[str, int],
-               degraded: tuple[str, ...] = ()) -> None:
+               degraded: tuple[str, ...] = (), set_aside: Mapping[str, str] | None = None) -> None:
         """Publish the pass snapshot to the observers and keep the status file current."""
         decisions = work.plan.decisions if work is not None else ()
         statuses = []
@@ -148,7 +148,7 @@ class Reporter:
                 failures=attempt.failures if attempt else 0,
             ))
         problems = sorted(str(p) for p in state.problems)
-        self.observers.snapshot(PassSnapshot(self.clock(), statuses, problems, budgets, degraded))
+        self.observers.snapshot(PassSnapshot(self.clock(), statuses, problems, budgets, degraded, dict(set_aside or {})))
         content: dict[str, Any] = {
             "acme_server": self.settings.acme_server,
             "sites": [{"name": st.name, "domains": list(st.domains), "source": st.source,
@@ -157,6 +157,7 @@ class Reporter:
             "problems": problems,
             "rate_limit_budgets": budgets,
             "degraded": list(degraded),
+            "set_aside": dict(set_aside or {}),
         }
         now = time.monotonic()
         if content == self.said.status and now - self.said.status_written < STATUS_REFRESH:

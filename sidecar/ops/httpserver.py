@@ -181,6 +181,7 @@ def status_document(last: PassSnapshot | None, state_dir: Path | None, now: date
         "sites": sites,
         "problems": list(last.problems) if last else [],
         "rate_limit_budgets": dict(last.budgets) if last else {},
+        "set_aside": dict(last.set_aside) if last else {},
     }
 
 

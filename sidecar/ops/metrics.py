@@ -21,6 +21,7 @@ nginx_acme_rate_limit_remaining                                 gauge      limit
 nginx_acme_sites                                                gauge      state
 nginx_acme_problems                                             gauge
 nginx_acme_domain_conflicts                                     gauge      site
+nginx_acme_conf_set_aside                                       gauge      file
 nginx_acme_last_pass_timestamp_seconds                          gauge
 nginx_acme_docker_up                                            gauge
 ==============================================================  =========  ===================================
@@ -81,6 +82,10 @@ class Metrics:
                                "Claims on a site's domains refused now because another owner holds them "
                                "(containers of another service without a shared acme.group label).",
                                ["site"], registry=r)
+        self.set_aside = Gauge(f"{NS}_conf_set_aside",
+                               "1 for each hand-written conf.d file set aside because nginx rejects it.",
+                               ["file"], registry=r)
+        self._set_aside: set[str] = set()
         self.docker_up = Gauge(f"{NS}_docker_up", "1 if the Docker API answered on the last pass.", registry=r)
         for state in STATES:
             self.sites.labels(state).set(0)
@@ -119,6 +124,11 @@ class Metrics:
         self.docker_up.set(1)
         self.problems.set(len(snap.problems))
         self._count_conflicts(set(snap.problems))
+        for name in self._set_aside - set(snap.set_aside):
+            self.set_aside.remove(name)
+        for name in snap.set_aside:
+            self.set_aside.labels(name).set(1)
+        self._set_aside = set(snap.set_aside)
         counts = Tally(s.state for s in snap.sites)
         for state in set(STATES) | set(counts):
             self.sites.labels(state).set(counts.get(state, 0))

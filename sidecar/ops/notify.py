@@ -140,6 +140,12 @@ class AlertPolicy:
                     f"{f' (failure {failures} in a row)' if failures else ''}.\n"
                     "Further failures of this kind are not alerted until the site gets a certificate.")
             return [Alert("failed", site, f"Certificate request failed: {site} ({kind})", body, "failure")]
+        if event.kind == Kind.CONF_SET_ASIDE:
+            file, aside = str(d.get("file") or "?"), str(d.get("aside") or "?")
+            body = (f"nginx rejects the hand-written conf.d/{file}: {d.get('error') or event.message}\n"
+                    f"It was renamed {aside} (its content untouched) so every other site keeps being updated. "
+                    f"Fix it and rename it back, or edit {aside}: it is tried again when it changes.")
+            return [Alert("set-aside", file, f"nginx config set aside: {file}", body, "warning")]
         if event.kind == Kind.CERT_EXPIRING:
             not_after = d.get("not_after")
             if isinstance(not_after, datetime):

@@ -108,16 +108,47 @@ def test_existing_lineage_made_by_hand_is_adopted_not_reissued(byo: Stack) -> No
     assert [n for n in live.split() if n.startswith("legacy")] == ["legacy"], live
 
 
-def test_broken_edit_is_not_reloaded_and_sites_keep_serving(byo: Stack) -> None:
+BROKEN = "server { listen 80; server_name broken.demo.test; bogus_directive on; }\n"
+FIXED = "server { listen 80; server_name broken.demo.test; return 204; }\n"
+
+
+def conf_listing(byo: Stack) -> list[str]:
+    code, out = byo.exec("nginx", "ls", "/etc/nginx/conf.d")
+    assert code == 0, out
+    return out.split()
+
+
+def test_a_broken_hand_written_file_is_set_aside_and_every_other_site_keeps_being_updated(byo: Stack) -> None:
+    """One user's typo must not take every other site hostage (it froze every reload before)."""
     before = byo.https("a.demo.test").cert.serial_number
     since = byo.cursor()
-    put_conf(byo, "broken.conf", "server { listen 80; server_name broken.demo.test; bogus_directive on; }\n")
-    rejected = byo.wait_event(Kind.NGINX_REJECTED, since=since, timeout=20)
-    assert rejected.details["file"] == "hand-written config"
-    assert "bogus_directive" in rejected.details["error"]
-    assert "/etc/nginx/conf.d/broken.conf" in rejected.details["error"]  # names the file (and line)
-    byo.no_event(Kind.RELOAD, since=since, deadline=1)  # the running config stays
+    put_conf(byo, "broken.conf", BROKEN)
+    aside = byo.wait_event(Kind.CONF_SET_ASIDE, since=since, timeout=20)
+    assert (aside.details["file"], aside.details["aside"]) == ("broken.conf", "broken.conf.sidecar-broken")
+    assert "bogus_directive" in aside.details["error"] and "/etc/nginx/conf.d/broken.conf:1" in aside.details["error"]
+    files = conf_listing(byo)
+    assert "broken.conf.sidecar-broken" in files and "broken.conf" not in files
+    assert byo.exec("sidecar", "cat", "/etc/nginx/conf.d/broken.conf.sidecar-broken")[1] == BROKEN  # never edited
+    # loud: health degraded with the reason, /status and a metric naming the file
+    health = wait_for("degraded health", lambda: (h := byo.api("/healthz"))["status"] == "degraded" and h, timeout=10)
+    assert any("broken.conf" in d and "bogus_directive" in d for d in health["degraded"])
+    assert "bogus_directive" in byo.status()["set_aside"]["broken.conf"]
+    assert byo.metrics()[("nginx_acme_conf_set_aside", (("file", "broken.conf"),))] == 1
+    # and every other site keeps being updated: a new labelled container is served meanwhile
+    byo.run_app("late", {"acme.domains": "late.demo.test", "acme.port": "5678"}, "late")
+    late = wait_for("https://late.demo.test", lambda: byo.https("late.demo.test"), timeout=60)
+    assert late.status == 200 and dns_names(late.cert) == {"late.demo.test"}
     assert byo.https("a.demo.test").cert.serial_number == before
     assert byo.https("byo.demo.test").status == 200
+
+    # Fixed where it was set aside: renamed back, tested, accepted; health is ok again.
+    since = byo.cursor()
+    put_conf(byo, "broken.conf.sidecar-broken", FIXED)
+    wait_for("broken.conf back", lambda: "broken.conf" in (f := conf_listing(byo)) and "broken.conf.sidecar-broken"
+             not in f, timeout=20)
+    wait_for("health ok", lambda: byo.api("/healthz")["status"] == "ok", timeout=20)
+    assert byo.status()["set_aside"] == {}
+    assert byo.http("broken.demo.test")[0] == 204  # nginx serves the fixed file
+    byo.no_event(Kind.CONF_SET_ASIDE, since=since, deadline=1)
     code, _ = byo.exec("sidecar", "rm", "/etc/nginx/conf.d/broken.conf")
     assert code == 0

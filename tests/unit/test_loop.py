@@ -8,6 +8,7 @@ ledger and the files written, not on log wording.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -59,6 +60,11 @@ class FakeDocker:
             return ExecResult(0, "1\n")
         if cmd == ["nginx", "-t"] and self.reject and (Path(self.conf_dir) / self.reject).exists():
             return ExecResult(1, f'nginx: [emerg] unknown directive "x" in /etc/nginx/conf.d/{self.reject}:3\n')
+        if cmd == ["nginx", "-t"]:  # a hand-written file with a typo
+            for path in sorted(Path(self.conf_dir).glob("*.conf")):
+                if "BROKEN" in path.read_text():
+                    return ExecResult(1, f'nginx: [emerg] unknown directive "BROKEN" in /etc/nginx/conf.d/{path.name}:1\n'
+                                         "nginx: configuration file /etc/nginx/nginx.conf test failed\n")
         return ExecResult(0, "")
 
     conf_dir = ""
@@ -320,3 +326,34 @@ def test_a_site_waiting_for_its_first_certificate_has_a_page_saying_when_the_nex
     assert list(pages.iterdir()) == []  # live: HTTP redirects to HTTPS again
     global_conf = (r.settings.conf_dir / "sidecar-00-global.conf").read_text()
     assert f"if (-f {r.settings.webroot_dir}/.sidecar-pending/$host.html)" in global_conf
+
+
+def test_a_broken_hand_written_file_is_set_aside_loudly_and_taken_back_once_fixed(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")])
+    conf = r.settings.conf_dir
+    (conf / "mine.conf").write_text("server { BROKEN; }\n")
+    r.run_pass()
+    (aside,) = [e for e in seen.events if e.kind == Kind.CONF_SET_ASIDE]
+    assert (aside.details["file"], aside.details["aside"]) == ("mine.conf", "mine.conf.sidecar-broken")
+    assert (conf / "mine.conf.sidecar-broken").read_text() == "server { BROKEN; }\n" and not (conf / "mine.conf").exists()
+    assert Kind.SITE_LIVE in seen.kinds("a.example.com")  # the other sites went live all the same
+    status = json.loads((r.settings.state_dir / "status.json").read_text())
+    assert list(status["set_aside"]) == ["mine.conf"] and "mine.conf" in status["degraded"][0]
+    # edited where it lies: renamed back and tried again (still broken: set aside again)
+    os.utime(conf / "mine.conf.sidecar-broken", ns=(1, 1))
+    r.run_pass()
+    assert [e.kind for e in seen.events].count(Kind.CONF_SET_ASIDE) == 2
+    # fixed: back under its own name, and nothing is set aside any more
+    (conf / "mine.conf.sidecar-broken").write_text("server { }\n")
+    os.utime(conf / "mine.conf.sidecar-broken", ns=(2, 2))
+    r.run_pass()
+    assert (conf / "mine.conf").read_text() == "server { }\n" and not (conf / "mine.conf.sidecar-broken").exists()
+    assert json.loads((r.settings.state_dir / "status.json").read_text())["set_aside"] == {}
+
+
+def test_with_broken_conf_keep_a_broken_file_stays_and_holds_nginx_back(tmp_path: Path) -> None:
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")], broken_conf="keep")
+    (r.settings.conf_dir / "mine.conf").write_text("server { BROKEN; }\n")
+    r.run_pass()
+    assert (r.settings.conf_dir / "mine.conf").exists() and Kind.CONF_SET_ASIDE not in seen.kinds()
+    assert Kind.SITE_LIVE not in seen.kinds("a.example.com") and docker.reloads == 0

@@ -189,6 +189,22 @@ class Docker:
             binds[source] = {"bind": dest, "mode": "rw"}
         return binds
 
+    def mounts_under(self, container_id: str, directory: str) -> dict[str, dict[str, str]]:
+        """Read-only volume binds for the container's mounts at ``directory`` and directly inside it
+        (a Docker secret is a file mounted there); {} when there are none."""
+        try:
+            mounts = self._client.api.inspect_container(container_id).get("Mounts") or []
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"inspecting container {container_id[:12]} failed: {exc}") from exc
+        binds: dict[str, dict[str, str]] = {}
+        for mount in mounts:
+            dest = str(mount.get("Destination") or "")
+            if dest == directory or dest.rsplit("/", 1)[0] == directory:
+                source = mount.get("Name") if mount.get("Type") == "volume" else mount.get("Source")
+                if source:
+                    binds[str(source)] = {"bind": dest, "mode": "ro"}
+        return binds
+
     # -- exec ------------------------------------------------------------------
     def exec(self, container_id: str, cmd: list[str], *, environment: Mapping[str, str] | None = None,
              timeout: float | None = None) -> ExecResult:

@@ -8,6 +8,9 @@ scratch directories (so parallel runs never share certbot's locks) and is stoppe
 
 ``ContainerRunner`` (``CERTBOT_RUNNER=container``) starts one container per run, as the
 classic scripts do.
+
+``Images`` holds one runner per certbot image when a DNS provider's plugin runs from an image
+of its own (``CERTBOT_IMAGE_<PROVIDER>``); each is made on its first run.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 from sidecar.adapters.docker_api import Docker, RunResult
 from sidecar.core.errors import ConfigError, DockerUnavailable
@@ -131,3 +134,34 @@ class ExecRunner:
             if self._id is not None:
                 self.docker.remove(self._id)
                 self._id = None
+
+
+class Images:
+    """The default image's runner, and one more per other image, made (and pulled) when first needed."""
+
+    def __init__(self, default: Runner, default_image: str, make: Callable[[str, int], Runner]) -> None:
+        self.default = default
+        self.default_image = default_image
+        self._make = make  # (image, its number from 2 on) -> a runner for it
+        self._lock = threading.Lock()
+        self._others: dict[str, Runner] = {}
+
+    def for_image(self, image: str) -> Runner:
+        if image == self.default_image:
+            return self.default
+        with self._lock:
+            if image not in self._others:
+                self._others[image] = self._make(image, len(self._others) + 2)
+            return self._others[image]
+
+    def run(self, args: list[str], environment: Mapping[str, str], site: str) -> RunResult:
+        return self.default.run(args, environment, site)
+
+    def warm(self) -> None:
+        self.default.warm()
+
+    def close(self) -> None:
+        with self._lock:
+            others, self._others = list(self._others.values()), {}
+        for run in [self.default, *others]:
+            run.close()

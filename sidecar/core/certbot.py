@@ -1,8 +1,9 @@
 """certbot's command line and what its output means. Pure.
 
-``arguments`` builds the ``certonly --webroot`` invocation for one decision;
-``classify`` turns an exit code and captured output into an ``Outcome`` with a
-one-line reason and, for rate limits, the moment the CA allows a retry.
+``arguments`` builds the ``certonly --webroot`` invocation for one decision (with a DNS
+plugin's arguments instead of ``--webroot`` for a DNS-01 site); ``classify`` turns an exit
+code and captured output into an ``Outcome`` with a one-line reason and, for rate limits,
+the moment the CA allows a retry; ``classify_dns`` refines it for a DNS-01 run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from sidecar.core import dns
+from sidecar.core.errors import ConfigError
+from sidecar.core.model import SiteOptions
 from sidecar.core.planner import Action
 from sidecar.core.settings import Settings
 
@@ -26,6 +30,7 @@ class Failure(str, enum.Enum):
     TIMEOUT = "timeout"
     PREFLIGHT = "preflight"            # our own check through nginx failed; the CA was not asked
     REJECTED = "rejected"              # the CA refuses these names (policy, CAA, malformed)
+    DNS = "dns"                        # DNS-01: credentials refused, zone not found, TXT record not seen
     UNKNOWN = "unknown"
 
 
@@ -39,6 +44,13 @@ class Outcome:
     kept: bool = False
     # False when certbot never got an answer from the CA: that run cost the CA's budgets nothing
     reached_ca: bool = True
+    # A DNS-01 failure the CA saw (no or a wrong TXT record): it spent a failed validation
+    failed_at_ca: bool = False
+
+    @property
+    def failed_validation(self) -> bool:
+        """Whether the CA counts this as a failed validation (its per-name budget)."""
+        return self.failure == Failure.VALIDATION or self.failed_at_ca
 
     @property
     def transient(self) -> bool:
@@ -54,14 +66,18 @@ def arguments(
     key_type: str | None = None,
     profile: str | None = None,
     account: str | None = None,
+    challenge: dns.DnsChallenge | None = None,
 ) -> list[str]:
     """certbot's arguments. ``config_dir`` overrides the certificate directory (staging runs).
+    ``challenge``: DNS-01 through that plugin instead of HTTP-01 through the webroot.
     The work and log directories are the runner's business (each run gets its own)."""
     key_type = key_type or settings.key_type
     profile = profile or settings.acme_profile
+    auth = (challenge.arguments(str(settings.dns_credentials_dir), settings.propagation_for(challenge.provider.name))
+            if challenge else ["--webroot", "-w", str(settings.webroot_dir)])
     args = [
         "certonly",
-        "--webroot", "-w", str(settings.webroot_dir),
+        *auth,
         "--cert-name", name,
         *[a for d in domains for a in ("-d", d)],
         *_account_arguments(settings, config_dir),
@@ -92,6 +108,16 @@ def _account_arguments(settings: Settings, config_dir: str | None) -> list[str]:
     if settings.eab_kid and settings.eab_hmac_key:
         args += ["--eab-kid", settings.eab_kid, "--eab-hmac-key", settings.eab_hmac_key]
     return args
+
+
+def dns_challenge(settings: Settings, options: SiteOptions) -> dns.DnsChallenge | None:
+    """A site's DNS-01 plugin and credentials (None: HTTP-01), its own or the environment's."""
+    if (options.challenge or settings.challenge) != dns.DNS_01:
+        return None
+    spec = options.dns_provider or settings.dns_provider
+    if spec is None:  # the sources refuse such a site; this is for sites built elsewhere
+        raise ConfigError("the dns-01 challenge needs a DNS provider (dns_provider or ACME_DNS_PROVIDER)")
+    return dns.parse_provider(spec)
 
 
 def register_arguments(settings: Settings) -> list[str]:
@@ -189,3 +215,44 @@ def classify(exit_code: int | None, output: str, now: datetime, server: str = ""
                                "connection aborted", "remote end closed connection", "connection reset")):
         return Outcome(False, summary, Failure.TRANSIENT)
     return Outcome(False, summary, Failure.UNKNOWN)
+
+
+# What certbot and its DNS plugins say when DNS-01 fails, and the CA's words for a TXT record it did not see.
+_DNS_PLUGIN = ("encountered error adding txt record", "encountered error deleting txt record",
+               "unable to determine base domain", "received response from server", "peer didn't",
+               "error when making query", "credentials configuration file", "file not found: ",
+               "error determining zone", "zone_id", "api error", "unable to locate credentials",
+               "nocredentialserror", "invalidclienttokenid", "signaturedoesnotmatch", "accessdenied",
+               "authentication error", "invalid api token", "pluginerror")
+_DNS_AT_CA = ("txt record", "error retrieving txt", "nxdomain", "dns problem", "authenticator: dns-",
+              "_acme-challenge")
+_DNS_HINTS = (
+    ("peer didn't like the signature", "the DNS server refused the TSIG signature: wrong secret in {file}?"),
+    ("peer didn't know the key", "the DNS server does not know the TSIG key named in {file}"),
+    ("unable to determine base domain", "no zone for this name on the DNS server in {file} (is the domain hosted "
+                                        "there?)"),
+    ("received response from server: refused", "the DNS server refused the update (is the key in {file} allowed "
+                                               "to update this zone?)"),
+    ("received response from server: notauth", "the DNS server is not authoritative or refused the key in {file}"),
+    ("error when making query", "the DNS server in {file} did not answer"),
+    ("missing property in credentials", "{file} lacks a setting the plugin needs"),
+)
+
+
+def classify_dns(outcome: Outcome, output: str, challenge: dns.DnsChallenge, directory: str) -> Outcome:
+    """The ``classify`` outcome of a DNS-01 run, with DNS failures as ``Failure.DNS`` and a reason
+    naming the plugin and, where it helps, the credentials file. Rate limits, a gone account,
+    refused names, timeouts and an unreachable CA stay what they are."""
+    if outcome.ok or outcome.failure not in (Failure.VALIDATION, Failure.UNKNOWN, Failure.TRANSIENT):
+        return outcome
+    low = output.lower()
+    at_ca = outcome.failure == Failure.VALIDATION or any(k in low for k in _DNS_AT_CA) and "detail:" in low
+    if not at_ca and not any(k in low for k in _DNS_PLUGIN):
+        return outcome
+    file = challenge.credentials(directory)
+    hint = next((h.format(file=file) for k, h in _DNS_HINTS if k in low), "")
+    if at_ca and not hint:
+        hint = ("the CA did not see the TXT record (is the zone hosted by this provider? a longer "
+                f"DNS_PROPAGATION_SECONDS_{challenge.provider.name.upper()} may help)")
+    summary = f"DNS-01 via {challenge.spec}: {outcome.summary}" + (f" ({hint})" if hint else "")
+    return Outcome(False, summary[:600], Failure.DNS, failed_at_ca=at_ca)

@@ -10,6 +10,8 @@ Rules, applied in a stable order so the outcome never depends on event timing:
   across them).
 - Any other claim on a domain already taken is a conflict: the claimant is left out and
   reported, naming the holder; it never joins or takes down the site that holds the domain.
+- So is a site whose name (its lineage) another site already has: ``*.example.com`` is named
+  ``wildcard.example.com``, which a site for that literal host name would be named too.
 """
 
 from __future__ import annotations
@@ -65,9 +67,17 @@ def merge(
     found = list(problems)
 
     ordered = list(file_sites) + sorted(container_sites, key=lambda s: (s.created, s.source))
+    names: dict[str, int] = {}  # site name -> index in accepted
     for site in ordered:
         taken = [d for d in site.domains if d in owner]
+        if not taken and site.name in names:
+            holder = accepted[names[site.name]]
+            found.append(Problem(site.source, f"its certificate would be named {site.name}, like that of "
+                                              f"{_who(holder)} ({', '.join(holder.domains)}); refused",
+                                 ProblemKind.DOMAIN_CONFLICT, holder.name))
+            continue
         if not taken:
+            names[site.name] = len(accepted)
             for domain in site.domains:
                 owner[domain] = len(accepted)
             accepted.append(site)

@@ -15,11 +15,22 @@ class DomainError(ValueError):
     """The value is not an acceptable host name; the message says why."""
 
 
-def normalize_domain(raw: str) -> str:
+def is_wildcard(name: str) -> bool:
+    return name.startswith("*.")
+
+
+def wildcard_error(name: str) -> str:
+    """Why a wildcard name is refused for a site validated over HTTP-01 (one line)."""
+    return f"wildcard {name!r} cannot be validated over HTTP-01"
+
+
+def normalize_domain(raw: str, wildcard: bool = False) -> str:
     """Return ``raw`` as a lower-case ASCII (punycode) host name, or raise DomainError.
 
     Accepts internationalised names (IDNA 2008 with UTS 46 mapping) and one
-    trailing dot. Rejects wildcards (HTTP-01 cannot validate them), IP addresses,
+    trailing dot. Rejects wildcards (HTTP-01 cannot validate them) unless ``wildcard``:
+    then ``*.`` followed by a valid name of at least two labels is accepted (DNS-01 can
+    validate it; the caller checks the site's challenge). Always rejects IP addresses,
     single-label names, numeric top-level labels and anything over 253 octets.
     """
     if not isinstance(raw, str):
@@ -32,7 +43,15 @@ def normalize_domain(raw: str) -> str:
     if name.endswith("."):
         name = name[:-1]
     if "*" in name:
-        raise DomainError(f"wildcard {name!r} cannot be validated over HTTP-01")
+        rest = name[2:] if name.startswith("*.") else ""
+        if not wildcard:
+            raise DomainError(wildcard_error(name))
+        if "*" in rest or not rest:
+            raise DomainError(f"{name!r}: a wildcard is '*.' followed by a name, like *.example.com")
+        try:
+            return "*." + normalize_domain(rest)
+        except DomainError as exc:
+            raise DomainError(f"{name!r}: {exc}") from None
     try:
         ipaddress.ip_address(name.strip("[]"))
     except ValueError:
@@ -58,20 +77,20 @@ def normalize_domain(raw: str) -> str:
     return name
 
 
-def parse_domain_list(raw: str) -> tuple[str, ...]:
+def parse_domain_list(raw: str, wildcard: bool = False) -> tuple[str, ...]:
     """Split a comma- or space-separated list, normalise each name, drop duplicates (order kept)."""
     if len(raw) > 20_000:
         raise DomainError("domain list too long")
     parts = [p for p in re.split(r"[,\s]+", raw) if p]
-    return normalize_domains(parts)
+    return normalize_domains(parts, wildcard)
 
 
-def normalize_domains(parts: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def normalize_domains(parts: list[str] | tuple[str, ...], wildcard: bool = False) -> tuple[str, ...]:
     if not parts:
         raise DomainError("no domain names given")
     seen: dict[str, None] = {}
     for part in parts:
-        seen.setdefault(normalize_domain(part), None)
+        seen.setdefault(normalize_domain(part, wildcard), None)
     if len(seen) > MAX_NAMES_PER_CERT:
         raise DomainError(f"{len(seen)} names; a certificate holds at most {MAX_NAMES_PER_CERT}")
     return tuple(seen)

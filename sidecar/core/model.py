@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping
 
+WILDCARD_LINEAGE_PREFIX = "wildcard."
 
 class SourceKind(str, enum.Enum):
     CONTAINER = "container"
@@ -64,6 +65,8 @@ class SiteOptions:
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers (name, value)
     # option key -> where it was set, e.g. ("hsts", "label acme.hsts"); unset keys are defaults.
     origins: tuple[tuple[str, str], ...] = ()
+    challenge: str | None = None  # "http-01" | "dns-01"; None: ACME_CHALLENGE
+    dns_provider: str | None = None  # "rfc2136", "cloudflare:work", ... (core.dns); None: ACME_DNS_PROVIDER
 
     def origin(self, key: str) -> str:
         return dict(self.origins).get(key, "default")
@@ -116,7 +119,12 @@ class Site:
 
     @property
     def name(self) -> str:
-        return self.cert_name or self.domains[0]
+        """The lineage (and site) name: the first domain; ``*.example.com`` is named
+        ``wildcard.example.com`` (a lineage name cannot start with ``*``)."""
+        if self.cert_name:
+            return self.cert_name
+        first = self.domains[0]
+        return WILDCARD_LINEAGE_PREFIX + first[2:] if first.startswith("*.") else first
 
     @property
     def upstream_scheme(self) -> str:

@@ -19,18 +19,28 @@ key                value                                           default
 ``key_type``       ``ecdsa`` or ``rsa``                            ``ACME_KEY_TYPE``
 ``profile``        ACME profile name ``[a-z0-9][a-z0-9-]{0,31}``   ``ACME_PROFILE``
 ``header.NAME``    an extra response header (at most 20)           none
+``challenge``      ``http-01`` or ``dns-01``                       ``ACME_CHALLENGE``
+``dns_provider``   a certbot DNS plugin (``core.dns``), e.g.       ``ACME_DNS_PROVIDER``
+                   ``rfc2136`` or ``cloudflare:work``
 =================  ==============================================  =====================
+
+Wildcard names (``*.example.com``) are accepted only for a site validated over DNS-01; a
+DNS-01 site needs a provider (its own or the default).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from sidecar.core import dns
+from sidecar.core.domains import is_wildcard, wildcard_error
 from sidecar.core.model import Hsts, SiteOptions
 from sidecar.core.names import PROFILE_NAME
 
-OPTION_KEYS = ("tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile")
+OPTION_KEYS = ("tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile", "challenge",
+               "dns_provider")
 HEADER_PREFIX = "header."
 MAX_HEADERS = 20
 MAX_HEADER_VALUE = 1024
@@ -64,6 +74,15 @@ _RESERVED_HEADERS = {
     "te": "a hop-by-hop header",
     "trailer": "a hop-by-hop header",
 }
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The sidecar's defaults that decide whether a site's options fit together (the environment's
+    ``ACME_CHALLENGE`` and ``ACME_DNS_PROVIDER``)."""
+
+    challenge: str = dns.HTTP_01
+    dns_provider: str | None = None
 
 
 class OptionError(ValueError):
@@ -183,6 +202,34 @@ def parse_profile(raw: object) -> str:
     return value
 
 
+def parse_challenge(raw: object) -> str:
+    try:
+        return dns.parse_challenge(raw)
+    except ValueError as exc:
+        raise OptionError("challenge", str(exc)) from None
+
+
+def parse_dns_provider(raw: object) -> str:
+    try:
+        return dns.parse_provider(raw).spec
+    except ValueError as exc:
+        raise OptionError("dns_provider", str(exc)) from None
+
+
+def _check_challenge(domains: tuple[str, ...], challenge: str | None, provider: str | None,
+                     defaults: Defaults) -> None:
+    """Wildcards only over DNS-01, and DNS-01 only with a provider."""
+    effective = challenge or defaults.challenge
+    if effective == dns.HTTP_01:
+        wild = next((d for d in domains if is_wildcard(d)), None)
+        if wild is not None:
+            raise OptionError("domains", f"{wildcard_error(wild)} (use the dns-01 challenge)")
+        if provider is not None:
+            raise OptionError("dns_provider", "is only used with the dns-01 challenge")
+    elif provider is None and defaults.dns_provider is None:
+        raise OptionError("challenge", "dns-01 needs a DNS provider: set dns_provider (or ACME_DNS_PROVIDER)")
+
+
 def parse_header(name: object, raw: object) -> tuple[str, str]:
     shown = str(name)[:64]
     key = HEADER_PREFIX + shown
@@ -208,11 +255,12 @@ def build(
     headers: Iterable[tuple[object, object]],
     domains: tuple[str, ...],
     origin: Callable[[str], str],
+    defaults: Defaults = Defaults(),
 ) -> SiteOptions:
     """Validate every given option; ``origin(key)`` says where a key was set (for the file header).
 
     ``values`` holds only keys that were given (a subset of ``OPTION_KEYS``).
-    Raise ``OptionError`` on the first bad value.
+    Raise ``OptionError`` on the first bad value (``domains`` for a wildcard the challenge cannot validate).
     """
     unknown = sorted(set(values) - set(OPTION_KEYS))
     if unknown:
@@ -225,6 +273,9 @@ def build(
     websocket = parse_websocket(values["websocket"]) if "websocket" in values else True
     key_type = parse_key_type(values["key_type"]) if "key_type" in values else None
     acme_profile = parse_profile(values["profile"]) if "profile" in values else None
+    challenge = parse_challenge(values["challenge"]) if "challenge" in values else None
+    dns_provider = parse_dns_provider(values["dns_provider"]) if "dns_provider" in values else None
+    _check_challenge(domains, challenge, dns_provider, defaults)
     origins = [(k, origin(k)) for k in OPTION_KEYS if k in values]
 
     parsed: list[tuple[str, str]] = []
@@ -246,6 +297,8 @@ def build(
         websocket=websocket,
         key_type=key_type,
         acme_profile=acme_profile,
+        challenge=challenge,
+        dns_provider=dns_provider,
         headers=tuple(parsed),
         origins=tuple(origins),
     )

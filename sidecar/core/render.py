@@ -171,6 +171,16 @@ def upstream_name(site_name: str) -> str:
     return "sidecar_" + re.sub(r"[^a-z0-9-]", "_", site_name)
 
 
+def server_name(domain: str) -> str:
+    """nginx's ``server_name`` for one certificate name. A wildcard becomes a regular expression that
+    matches one label, as the certificate does: nginx's own ``*.example.com`` would also take
+    ``a.b.example.com``, which the certificate does not cover (that name goes to the default server and
+    is refused). Exact names of other sites still win: nginx tries them before any expression."""
+    if domain.startswith("*."):
+        return "~^[^.]+" + ("." + domain[2:]).replace(".", "\\.") + "$"
+    return domain
+
+
 def snippets_glob(snippets_dir: str | None, site_name: str) -> str:
     """``<SNIPPETS_DIR>/<site>/*.conf`` ("" when snippets are off)."""
     return f"{snippets_dir.rstrip('/')}/{site_name}/*.conf" if snippets_dir else ""
@@ -232,7 +242,10 @@ def _provenance(
         ("websocket", "on" if o.websocket else "off", src("websocket")),
         ("key_type", o.key_type or "the sidecar's ACME_KEY_TYPE", src("key_type")),
         ("profile", o.acme_profile or "the sidecar's ACME_PROFILE", src("profile")),
+        ("challenge", o.challenge or "the sidecar's ACME_CHALLENGE", src("challenge")),
     ]
+    if o.dns_provider:
+        rows.append(("dns_provider", o.dns_provider, src("dns_provider")))
     rows += [(f"header {name}", value, src("header." + name)) for name, value in o.headers]
     rows += [
         ("snippets", snippets or "off", "SNIPPETS_DIR"),
@@ -271,7 +284,7 @@ def render_site(
         templates_dir,
         site=site,
         options=site.options,
-        server_names=[n for n in names if n not in moved],
+        server_names=[server_name(n) for n in names if n not in moved],
         redirects=redirects,
         cert=cert,
         ipv6=traits.ipv6,

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
+from sidecar.core import dns
 from sidecar.core.errors import ConfigError
 from sidecar.core.names import NGINX_SAFE_PATH, PROFILE_NAME
 from sidecar.core.planner import BACKOFF
@@ -87,6 +88,22 @@ class Settings:
     status_port: int = 9090
     # Apprise URLs for alerts (mailto://, json://, ...): secrets, never printed.
     alert_urls: tuple[str, ...] = ()
+    # DNS-01 (core.dns): the default challenge and provider of sites without their own, the
+    # directory of the credentials files (mounted read-only into the certbot container), the
+    # propagation wait (None: each plugin's own) and its per-provider values, per-provider images.
+    challenge: str = dns.HTTP_01
+    dns_provider: str | None = None
+    dns_credentials_dir: Path = Path("/run/secrets")
+    dns_propagation_seconds: int | None = None
+    dns_propagation: tuple[tuple[str, int], ...] = ()
+    certbot_images: tuple[tuple[str, str], ...] = ()
+
+    def propagation_for(self, provider: str) -> int | None:
+        return dict(self.dns_propagation).get(provider, self.dns_propagation_seconds)
+
+    def image_for(self, provider: str | None) -> str:
+        """The certbot image that runs ``provider``'s plugin (CERTBOT_IMAGE_<PROVIDER>, else CERTBOT_IMAGE)."""
+        return dict(self.certbot_images).get(provider or "", self.certbot_image)
 
     def __repr__(self) -> str:  # never print the EAB secret nor alert URLs (they carry passwords)
         return "Settings(" + ", ".join(
@@ -203,6 +220,47 @@ def split_alert_urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+PROPAGATION_PREFIX = "DNS_PROPAGATION_SECONDS_"
+IMAGE_PREFIX = "CERTBOT_IMAGE_"
+
+
+def _per_provider(env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """``<prefix><PROVIDER>`` variables -> provider name -> value; an unknown provider is an error."""
+    found = {}
+    for key, raw in env.items():
+        if not key.startswith(prefix) or not raw.strip():
+            continue
+        name = key[len(prefix):].lower()
+        if name not in dns.PROVIDERS:
+            raise ConfigError(f"{key}: {name!r} is not a DNS provider (known: {', '.join(dns.PROVIDERS)})")
+        found[name] = raw.strip()
+    return found
+
+
+def _seconds(key: str, raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= 3600):
+        raise ConfigError(f"{key}={raw[:40]!r}: seconds from 0 to 3600")
+    return int(raw)
+
+
+def _dns_provider(env: Mapping[str, str]) -> str | None:
+    raw = _str(env, "ACME_DNS_PROVIDER")
+    if raw is None:
+        return None
+    try:
+        return dns.parse_provider(raw).spec
+    except ValueError as exc:
+        raise ConfigError(f"ACME_DNS_PROVIDER: {exc}") from None
+
+
+def _images(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    images = _per_provider(env, IMAGE_PREFIX)
+    for name, image in images.items():
+        if not _IMAGE.fullmatch(image):
+            raise ConfigError(f"{IMAGE_PREFIX}{name.upper()}={image!r}: not an image reference")
+    return tuple(sorted(images.items()))
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raise ``ConfigError`` naming the bad variable."""
     env = os.environ if env is None else env
@@ -286,4 +344,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         status_addr=_status_addr(env),
         status_port=int(_float(env, "STATUS_PORT", defaults.status_port, 0, 65535)),
         alert_urls=split_alert_urls(_str(env, "ALERT_URLS") or ""),
+        challenge=_choice(env, "ACME_CHALLENGE", dns.HTTP_01, dns.CHALLENGES),
+        dns_provider=_dns_provider(env),
+        dns_credentials_dir=_path(env, "DNS_CREDENTIALS_DIR", None) or defaults.dns_credentials_dir,
+        dns_propagation_seconds=(_seconds("DNS_PROPAGATION_SECONDS", wait)
+                                 if (wait := _str(env, "DNS_PROPAGATION_SECONDS")) is not None else None),
+        dns_propagation=tuple(sorted((name, _seconds(PROPAGATION_PREFIX + name.upper(), raw))
+                                     for name, raw in _per_provider(env, PROPAGATION_PREFIX).items())),
+        certbot_images=_images(env),
     )

@@ -1,6 +1,6 @@
 """The issuer: one certificate request, from pre-flight to the ledger.
 
-    pre-flight (nginx serves the webroot for every name?)
+    pre-flight (nginx serves the webroot for every name? DNS-01: is the credentials file there and private?)
     -> certbot in its sandbox (new lineages in a staging dir, the rest in place)
        with quick retries when the CA hiccups (tenacity)
     -> ledger: the order, then success or failure with its back-off
@@ -31,6 +31,7 @@ from sidecar.core.events import Kind
 from sidecar.core.model import Site
 from sidecar.core.planner import Action, Decision, backoff_delay, renewal_time
 from sidecar.core.settings import Settings
+from sidecar.engine import credentials
 from sidecar.engine.reporter import Reporter
 from sidecar.state import files, lineage, placeholder, runlogs
 from sidecar.state.ledger import Ledger
@@ -143,7 +144,7 @@ class Issuer:
         site, now = decision.site, self.clock()
         with self.ledger.lock:
             attempt = self.ledger.record_failure(site.name, site.domains, now, outcome.summary, outcome.retry_after,
-                                                 validation=outcome.failure == certbot.Failure.VALIDATION)
+                                                 validation=outcome.failed_validation)
             self.ledger.save()
         retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures, self.settings.backoff)]))
         low = outcome.summary.lower()
@@ -161,7 +162,11 @@ class Issuer:
         """Check through the real nginx that the challenge path serves the webroot for every name.
 
         Returns "" when fine (or when it cannot be checked), else why the CA should not be asked.
+        A DNS-01 site is not checked over HTTP: its credentials file is, instead.
         """
+        challenge = certbot.dns_challenge(self.settings, site.options)
+        if challenge is not None:
+            return credentials.check(self.settings.dns_credentials_dir, challenge)
         addr = self.nginx_addr
         if not self.settings.preflight or addr is None:
             return ""
@@ -263,19 +268,28 @@ class Issuer:
 
     def _run_certbot(self, decision: Decision, config_dir: Path | None) -> certbot.Outcome:
         s, site = self.settings, decision.site
+        challenge = certbot.dns_challenge(s, site.options)
         args = certbot.arguments(
             s, site.name, site.domains, decision.action,
             config_dir=str(config_dir) if config_dir else None,
             key_type=site.options.key_type, profile=site.options.acme_profile,
             account=(lineage.renewal_account(s.certs_dir, site.name, s.acme_server)
                      or lineage.default_account(config_dir or s.certs_dir, s.acme_server)),
+            challenge=challenge,
         )
         env = self._certbot_env()
+        run = self.runner_ready()
+        if challenge is not None:
+            env.update(challenge.environment(str(s.dns_credentials_dir)))
+            if isinstance(run, runner.Images):  # CERTBOT_IMAGE_<PROVIDER>
+                run = run.for_image(s.image_for(challenge.provider.name))
         outcome = certbot.Outcome(False, "certbot did not run", certbot.Failure.UNKNOWN)
         for attempt in range(2):
-            result = self.runner_ready().run(args, env, site.name)
+            result = run.run(args, env, site.name)
             runlogs.keep(s.state_dir, site.name, result.exit_code, result.output, self.clock())
             outcome = certbot.classify(result.exit_code, result.output, self.clock(), s.acme_server)
+            if challenge is not None:
+                outcome = certbot.classify_dns(outcome, result.output, challenge, str(s.dns_credentials_dir))
             if outcome.failure == certbot.Failure.ACCOUNT_MISSING and attempt == 0:
                 self._drop_account(config_dir or s.certs_dir)
                 if config_dir is not None:

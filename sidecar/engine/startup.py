@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from sidecar.adapters import nginx, runner
 from sidecar.adapters.docker_api import Docker
 from sidecar.core import nginxconf
 from sidecar.core.model import ContainerInfo
 from sidecar.core.settings import Settings
+from sidecar.engine import credentials
 from sidecar.state import files, lineage
 
 log = logging.getLogger("sidecar")
@@ -38,6 +41,7 @@ def prepare(settings: Settings, docker: Docker) -> Environment:
                     s.certs_dir, s.webroot_dir)
         volumes = {str(s.certs_dir): {"bind": str(s.certs_dir), "mode": "rw"},
                    str(s.webroot_dir): {"bind": str(s.webroot_dir), "mode": "rw"}}
+    volumes = {**volumes, **_credentials(docker, own_id, s.dns_credentials_dir)}
     me = docker.find_container(own_id) if own_id else None
     owner = me.name if me else "host"
     # First stop a certbot a killed predecessor left running: it may still write into .staging.
@@ -55,6 +59,32 @@ def prepare(settings: Settings, docker: Docker) -> Environment:
         image=s.certbot_image, volumes=volumes,
         network_mode=f"container:{own_id}" if own_id else None,
         labels={s.managed_label: "certbot", OWNER_LABEL: owner}, timeout=s.certbot_timeout_seconds)
-    run: runner.Runner = (runner.ExecRunner(docker, sandbox, f"{owner}-certbot", s.certbot_concurrency)
-                          if s.certbot_runner == "exec" else runner.ContainerRunner(docker, sandbox))
+
+    def make(image: str, number: int) -> runner.Runner:
+        if image != s.certbot_image:
+            docker.ensure_image(image)
+        box = dataclasses.replace(sandbox, image=image)
+        name = f"{owner}-certbot" + (f"-{number}" if number > 1 else "")
+        return (runner.ExecRunner(docker, box, name, s.certbot_concurrency)
+                if s.certbot_runner == "exec" else runner.ContainerRunner(docker, box))
+
+    run = make(s.certbot_image, 1)
+    if any(image != s.certbot_image for _, image in s.certbot_images):
+        run = runner.Images(run, s.certbot_image, make)
     return Environment(me, owner, run)
+
+
+def _credentials(docker: Docker, own_id: str | None, directory: Path) -> dict[str, dict[str, str]]:
+    """DNS-01 credentials for the certbot container, read-only: DNS_CREDENTIALS_DIR when it is a mount
+    of the sidecar, and the credentials files (``*.ini``, ``*.json``: Docker secrets) mounted inside it;
+    nothing else of the sidecar's. Their values are registered for redaction at once."""
+    if own_id:
+        found = {source: bind for source, bind in docker.mounts_under(own_id, str(directory)).items()
+                 if bind["bind"] == str(directory) or bind["bind"].endswith((".ini", ".json"))}
+    else:
+        found = {str(directory): {"bind": str(directory), "mode": "ro"}} if directory.is_dir() else {}
+    if found:
+        read = credentials.register_all(directory)
+        log.info("DNS-01 credentials: %s passed to certbot read-only (%d file%s)", directory,
+                 read, "" if read == 1 else "s")
+    return found

@@ -21,7 +21,7 @@ from sidecar.core import desired
 from sidecar.core.model import Certificate, ContainerInfo, DesiredState, Problem
 from sidecar.core.settings import Settings
 from sidecar.sources.confs import read_confs
-from sidecar.sources.containers import read_containers
+from sidecar.sources.containers import defaults_of, read_containers
 from sidecar.sources.sitesfile import SitesFileSource
 from sidecar.state.lineages import LineageStore
 
@@ -55,7 +55,7 @@ class World:
         self.docker = docker
         self.lineages = lineages
         self.me = me
-        self.sites_file = SitesFileSource(settings.sites_file, settings.state_dir)
+        self.sites_file = SitesFileSource(settings.sites_file, settings.state_dir, defaults_of(settings))
         self.relevant_ids: frozenset[str] = frozenset()  # read by the Docker event filter
         self._nginx_warning = ""
 

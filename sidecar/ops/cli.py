@@ -427,6 +427,7 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     from sidecar.core import desired
     from sidecar.core.model import Problem
     from sidecar.sources import sitesfile
+    from sidecar.sources.containers import defaults_of
 
     doc: dict[str, Any] = {"settings": {"acme_server": cfg.acme_server, "label_prefix": cfg.label_prefix,
                                         "sites_file": str(cfg.sites_file) if cfg.sites_file else None},
@@ -438,7 +439,7 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     else:
         try:
             text = cfg.sites_file.read_text(encoding="utf-8") if cfg.sites_file.exists() else ""
-            file_sites, file_problems = sitesfile.parse_sites_file(text, str(cfg.sites_file))
+            file_sites, file_problems = sitesfile.parse_sites_file(text, str(cfg.sites_file), defaults_of(cfg))
             problems += file_problems
         except OSError as exc:
             problems.append(Problem(f"sites file {cfg.sites_file}", f"unreadable: {exc}"))

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sidecar.core import options
 from sidecar.core.model import ContainerInfo, Problem, Site
 from sidecar.core.settings import Settings
 from sidecar.sources import labels
 
 COMPOSE_PROJECT = "com.docker.compose.project"
+
+
+def defaults_of(settings: Settings) -> options.Defaults:
+    """The environment's defaults that a site's options are checked against (both sources use them)."""
+    return options.Defaults(settings.challenge, settings.dns_provider)
 
 
 def find_nginx(containers: list[ContainerInfo], settings: Settings,
@@ -75,6 +81,6 @@ def read_containers(containers: list[ContainerInfo], settings: Settings, me: Con
     sites, problems = labels.sites_from_containers(
         [c for c in containers
          if (nginx_c is None or c.id != nginx_c.id) and in_scope(c, settings, me, nginx_networks)],
-        settings.label_prefix, nginx_networks,
+        settings.label_prefix, nginx_networks, defaults_of(settings),
     )
     return ContainerView(nginx_c, warning, tuple(sites), tuple(problems), relevant)

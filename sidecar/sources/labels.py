@@ -16,7 +16,8 @@ of one owner are replicas of each other (see ``desired.merge``).
 
 Per-site options (validated in ``options``; each is optional): ``acme.tls``,
 ``acme.hsts``, ``acme.max_body_size``, ``acme.redirect``, ``acme.websocket``,
-``acme.key_type``, ``acme.profile`` and ``acme.header.<Name>`` (extra response headers).
+``acme.key_type``, ``acme.profile``, ``acme.challenge``, ``acme.dns_provider`` and
+``acme.header.<Name>`` (extra response headers). Wildcard domains need ``dns-01``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def owner_of(container: ContainerInfo, prefix: str) -> Owner | Problem:
 
 
 def site_from_container(
-    container: ContainerInfo, prefix: str, nginx_networks: Iterable[str]
+    container: ContainerInfo, prefix: str, nginx_networks: Iterable[str],
+    defaults: options.Defaults = options.Defaults(),
 ) -> Site | Problem | None:
     """Return the container's site, a Problem saying why it has none, or None if unlabelled."""
     p = prefix + "."
@@ -82,7 +84,7 @@ def site_from_container(
         known = [p + k for k in KNOWN_KEYS + options.OPTION_KEYS] + [p + options.HEADER_PREFIX + "<Name>"]
         return Problem(_label_source(container, p + unknown[0]), f"unknown label (known: {', '.join(known)})")
     try:
-        domains = parse_domain_list(labels["domains"])
+        domains = parse_domain_list(labels["domains"], wildcard=True)
     except DomainError as exc:
         return Problem(_label_source(container, p + "domains"), str(exc))
 
@@ -134,6 +136,7 @@ def site_from_container(
              if k.startswith(options.HEADER_PREFIX)],
             domains,
             lambda key: f"label {p}{key}",
+            defaults,
         )
     except options.OptionError as exc:
         return Problem(_label_source(container, p + exc.key), str(exc))
@@ -156,7 +159,8 @@ def site_from_container(
 
 
 def sites_from_containers(
-    containers: Iterable[ContainerInfo], prefix: str, nginx_networks: Mapping[str, str] | Iterable[str]
+    containers: Iterable[ContainerInfo], prefix: str, nginx_networks: Mapping[str, str] | Iterable[str],
+    defaults: options.Defaults = options.Defaults(),
 ) -> tuple[list[Site], list[Problem]]:
     sites: list[Site] = []
     problems: list[Problem] = []
@@ -164,7 +168,7 @@ def sites_from_containers(
     for container in sorted(containers, key=lambda c: (c.created, c.name)):
         if not container.running:
             continue
-        result = site_from_container(container, prefix, nets)
+        result = site_from_container(container, prefix, nets, defaults)
         if isinstance(result, Site):
             sites.append(result)
         elif isinstance(result, Problem):

@@ -14,6 +14,8 @@ Format (``SITES_FILE``)::
         key_type: rsa
         profile: tlsserver
         headers: {X-Frame-Options: DENY}
+        challenge: dns-01                                        # wildcards need it
+        dns_provider: cloudflare
 
 A bad entry is reported and left out; the other entries still count. A file
 that cannot be parsed at all raises ``InputError`` so the caller can keep the
@@ -77,9 +79,9 @@ def parse_upstream(raw: object) -> Upstream:
 
 def _domains(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
-        return parse_domain_list(raw)
+        return parse_domain_list(raw, wildcard=True)
     if isinstance(raw, list) and all(isinstance(d, str) for d in raw):
-        return normalize_domains(raw)
+        return normalize_domains(raw, wildcard=True)
     raise DomainError("domains must be a list of names or a comma-separated string")
 
 
@@ -94,7 +96,8 @@ def _file_key(option_key: str) -> str:
     return option_key
 
 
-def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
+def parse_sites_file(text: str, path: str,
+                     defaults: options.Defaults = options.Defaults()) -> tuple[list[Site], list[Problem]]:
     """Parse the whole file. Raise InputError when nothing in it can be trusted."""
     if len(text) > MAX_FILE_BYTES:
         raise InputError(f"sites file {path}", f"larger than {MAX_FILE_BYTES} bytes")
@@ -146,6 +149,7 @@ def parse_sites_file(text: str, path: str) -> tuple[list[Site], list[Problem]]:
                 list(headers.items()),
                 domains,
                 functools.partial(_origin, index),
+                defaults,
             )
         except options.OptionError as exc:
             problems.append(Problem(source, f"{_file_key(exc.key)}: {exc}"))
@@ -175,8 +179,10 @@ class SitesFileSource:
     ``changed_error`` says whether it is new since the previous read (to log it once).
     """
 
-    def __init__(self, path: Path | None, state_dir: Path) -> None:
+    def __init__(self, path: Path | None, state_dir: Path,
+                 defaults: options.Defaults = options.Defaults()) -> None:
         self.path = path
+        self.defaults = defaults
         self.last_good = state_dir / LAST_GOOD
         self._text: str | None = None
         self._sites: list[Site] | None = None
@@ -196,7 +202,7 @@ class SitesFileSource:
         if text == self._text and self._sites is not None:
             return self._sites, self._problems
         try:
-            sites, problems = parse_sites_file(text, str(path))
+            sites, problems = parse_sites_file(text, str(path), self.defaults)
         except InputError as exc:
             return self._keep_last_good(str(exc))
         if self.error:
@@ -214,7 +220,7 @@ class SitesFileSource:
             # Just started with a broken file: fall back to the copy kept by the previous run.
             try:
                 self._sites, self._problems = parse_sites_file(self.last_good.read_text(encoding="utf-8"),
-                                                               str(self.path))
+                                                               str(self.path), self.defaults)
             except (OSError, InputError):
                 pass
         if error != self.error:

@@ -127,8 +127,10 @@ def register_arguments(settings: Settings) -> list[str]:
 
 _RETRY_AFTER = re.compile(r"retry after (\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\s*UTC|Z)?", re.I)
 # certbot's own words when the stored account is gone ("Account at /etc/letsencrypt/accounts/... does not
-# exist"); any other "account ... not found" (a validation error for account.example.com, say) is not that.
-_ACCOUNT_GONE = re.compile(r"\b(?:account at \S+ does not exist|no such account)\b", re.I)
+# exist") or the CA no longer knows it ("Account https://ca/acct/7 not found."); any other "account ... not
+# found" (a validation error for account.example.com, say) is not that.
+_ACCOUNT_GONE = re.compile(r"\b(?:account at \S+ does not exist|account https?://\S+ not found|no such account)",
+                           re.I)
 _POOL_HOST = re.compile(r"connectionpool\(host='([^']+)'")
 _DETAIL = re.compile(r"^\s*Detail:\s*(.+)$", re.M)
 _NOISE = (

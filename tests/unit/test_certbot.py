@@ -135,6 +135,12 @@ An unexpected error occurred:
 Account at /etc/letsencrypt/accounts/acme.test/directory/0123abcd does not exist
 """
 
+# What certbot 4.0 says when a restarted Pebble no longer knows the stored account (seen end to end).
+ACCOUNT_FORGOTTEN_BY_THE_CA = """\
+An unexpected error occurred:
+Account https://pebble:14000/my-account/3f2a9c not found.
+"""
+
 # "account" and "not found" in a validation error: not the account (it used to drop the stored one).
 NOT_AN_ACCOUNT_PROBLEM = """\
 Certbot failed to authenticate some domains (authenticator: webroot).
@@ -214,6 +220,7 @@ WEIRD = "Saving debug log to /var/log/letsencrypt/letsencrypt.log\nSomething odd
          "203.0.113.10: Fetching http://a.example.com/.well-known/acme-challenge/x1: Connection refused"),
         (1, ACCOUNT_MISSING, False, Failure.ACCOUNT_MISSING, False, "account that does not exist"),
         (1, ACCOUNT_GONE_LOCALLY, False, Failure.ACCOUNT_MISSING, False, "Account at"),
+        (1, ACCOUNT_FORGOTTEN_BY_THE_CA, False, Failure.ACCOUNT_MISSING, False, "not found"),
         (1, NOT_AN_ACCOUNT_PROBLEM, False, Failure.VALIDATION, False, "Invalid response"),
         (1, CONNECTION_REFUSED, False, Failure.CA_UNREACHABLE, False,
          "cannot reach the CA (acme.test): connection refused (is the CA down, or a firewall in the way?)"),
@@ -228,7 +235,7 @@ WEIRD = "Saving debug log to /var/log/letsencrypt/letsencrypt.log\nSomething odd
         (None, "Requesting a certificate for a.example.com\n", False, Failure.TIMEOUT, False, "did not finish"),
     ],
     ids=["success", "not-yet-due", "rate-limit-retry-after", "rate-limit-no-time", "validation",
-         "validation-connection-refused-is-not-transient", "account-missing", "account-gone-locally", "account-in-a-validation-error-is-not-the-account", "ca-connection-refused", "ca-not-resolvable", "ca-not-trusted", "ca-timeout", "server-error", "rejected", "unknown", "no-output", "timeout"],
+         "validation-connection-refused-is-not-transient", "account-missing", "account-gone-locally", "account-forgotten-by-the-ca", "account-in-a-validation-error-is-not-the-account", "ca-connection-refused", "ca-not-resolvable", "ca-not-trusted", "ca-timeout", "server-error", "rejected", "unknown", "no-output", "timeout"],
 )
 def test_classify(
     exit_code: int | None, output: str, ok: bool, failure: Failure | None, kept: bool, summary_has: str

@@ -344,6 +344,17 @@ class Docker:
                 except _DOCKER_ERRORS:
                     pass
 
+    # -- consumers (containers told that their certificate changed) ---------------
+    def restart(self, container_id: str, timeout: int = 10) -> None:
+        """``POST /containers/{id}/restart``: stop (SIGTERM, then SIGKILL after ``timeout`` s) and start."""
+        with _translated(f"restarting container {container_id[:12]}", container=container_id):
+            self._client.api.restart(container_id, timeout=timeout)
+
+    def kill(self, container_id: str, signal: str) -> None:
+        """``POST /containers/{id}/kill?signal=...``: send ``signal`` (e.g. ``SIGHUP``) to its main process."""
+        with _translated(f"sending {signal} to container {container_id[:12]}", container=container_id):
+            self._client.api.kill(container_id, signal=signal)
+
     def remove_labelled(self, label: str) -> int:
         """Remove leftover containers carrying ``label`` (from a sidecar that died mid-run)."""
         try:

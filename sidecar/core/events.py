@@ -32,6 +32,8 @@ class Kind(str, enum.Enum):
     INPUT_PROBLEM = "input_problem"      # details: source, message
     DOMAIN_CONFLICT = "domain_conflict"  # also an input_problem; site: the holder's; details: source, error
     DOCKER_UNAVAILABLE = "docker_unavailable"
+    CONSUMER_SIGNALLED = "consumer_signalled"  # a consumer container told of its new certificate; details: container, signal, serial
+    CONSUMER_FAILED = "consumer_failed"        # telling it failed; details: container, signal, error, failures, next_attempt
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ class SourceKind(str, enum.Enum):
     # A hand-written nginx server block naming a lineage: the sidecar only keeps
     # the certificate (never renders a vhost for it).
     NGINX_CONF = "nginx-conf"
+    # A container that uses the certificate itself (label acme.consumer): no vhost either.
+    CONSUMER = "consumer"
 
 
 @dataclass(frozen=True)

@@ -313,9 +313,11 @@ def render_all(
 
     A site gets its HTTPS server block only once its lineage exists, and answers
     only the names the certificate covers (a name being added waits for the
-    expanded certificate; the others keep serving meanwhile).
+    expanded certificate; the others keep serving meanwhile). A consumer's site
+    (``SourceKind.CONSUMER``) gets none: its names are only answered on port 80, for challenges.
     """
-    live = [(s, c) for s in sites if (c := certificates.get(s.name)) is not None and set(s.domains) & c.names]
+    live = [(s, c) for s in sites if (c := certificates.get(s.name)) is not None and set(s.domains) & c.names
+            and s.source_kind is not SourceKind.CONSUMER]  # (a consumer's names get challenges only)
     listener = listener_profile([s for s, _ in live], profile)
     names = tuple(dict.fromkeys(d for site in sites for d in site.domains))
     files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names)}

@@ -4,6 +4,7 @@
     pass:  World.read() ──> Snapshot ──> schedule() ──> Work ──> Issuer (certbot runs, in a Burst)
                                                           └───> Publisher (nginx: write, test, reload)
                                                           └───> Reporter (events, status, log)
+                                                          └───> Hooks (consumer containers: restart, signal, exec)
 
 One worker runs passes, so certbot runs and nginx reloads never race; certificates of
 one pass run in parallel (``CERTBOT_CONCURRENCY``), and while they run new triggers
@@ -12,6 +13,7 @@ take a fresh snapshot and add work.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +33,7 @@ from sidecar.core.schedule import Work, schedule
 from sidecar.core.settings import Settings
 from sidecar.engine import startup
 from sidecar.engine.burst import Burst
+from sidecar.engine.hooks import Hooks
 from sidecar.engine.issuer import Issuer
 from sidecar.engine.publisher import Publisher
 from sidecar.engine.reporter import Reporter
@@ -63,6 +66,7 @@ class Reconciler:
         self.world = World(settings, docker, self.lineages)
         self.issuer = Issuer(settings, None, self.ledger, self.lineages, self.reporter, self.triggers.stopped)
         self.publisher = Publisher(settings, lambda cid: DockerNginx(docker, cid), self.reporter, self.issuer.idle)
+        self.hooks = Hooks(settings, docker, self.reporter)  # consumer containers told of new certificates
         self.watcher: DockerEventWatcher | None = None
         self.owner = "host"
         self.passes = 0
@@ -125,6 +129,7 @@ class Reconciler:
         finally:
             for obs in observers:
                 obs.stop()
+            self.hooks.close()
             try:
                 env.runner.close()
             except DockerUnavailable as exc:
@@ -168,6 +173,7 @@ class Reconciler:
         snap = snap.with_lineages(self.lineages)
         if burst.ready:
             self.publisher.publish(snap)
+        self.hooks.deliver(snap.consumers, snap.lineages)
         work = self._work(snap.desired.sites)
         self._status(snap, work)
         self.reporter.plan(work)
@@ -189,6 +195,7 @@ class Reconciler:
             self.lineages.forget()
             snap = snap.with_lineages(self.lineages)
         self.issuer.nginx_addr = snap.nginx_addr
+        self.hooks.seen(snap.consumers, snap.lineages)
         return snap
 
     def _reread(self, snap: Snapshot) -> tuple[Snapshot, bool]:
@@ -196,8 +203,7 @@ class Reconciler:
         self.triggers.take()
         fresh = self._read()
         if fresh.nginx is None:  # (re-created just now: keep publishing to the one we had)
-            fresh = Snapshot(fresh.desired, snap.nginx, fresh.lineages, fresh.cert_problems, snap.nginx_addr,
-                             fresh.user_defaults, fresh.user_conf_files)
+            fresh = dataclasses.replace(fresh, nginx=snap.nginx, nginx_addr=snap.nginx_addr)
         return fresh, fresh.desired.sites != snap.desired.sites
 
     def _work(self, sites: tuple[Site, ...], ask_ari: bool = True) -> Work:

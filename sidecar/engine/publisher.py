@@ -97,7 +97,8 @@ class Publisher:
         wanted: dict[str, str] = {}
         for d in work.plan.decisions if work is not None else ():
             first = d.action == Action.ISSUE or (d.action == Action.WAIT and d.pending == Action.ISSUE)
-            if not first or d.site.source_kind == SourceKind.NGINX_CONF or names.site_filename(d.site.name) in self.live:
+            if not first or d.site.source_kind in (SourceKind.NGINX_CONF, SourceKind.CONSUMER) \
+                    or names.site_filename(d.site.name) in self.live:
                 continue  # (only sites that never had a certificate: the others are served or held back)
             if d.action == Action.WAIT and d.at is not None:
                 when = f"Next attempt: {d.at:%Y-%m-%d %H:%M} UTC."

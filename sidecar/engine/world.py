@@ -1,9 +1,9 @@
 """One read of the world: every source as a whole, frozen into a ``Snapshot``.
 
     containers (labels)  ─┐
-    sites file           ─┼─> desired.merge ─> Snapshot(desired, nginx, lineages, ...)
-    hand-written confs   ─┘
-    lineages on disk     ───────────────────┘
+    sites file           ─┼─> desired.merge ─> consumers.attach ─> Snapshot(desired, nginx, lineages, ...)
+    hand-written confs   ─┘                    (acme.consumer)
+    lineages on disk     ─────────────────────────────────────────┘
 
 A new source (another orchestrator's services, say) is one more module in ``sources/``
 returning sites and problems, and one more line in :meth:`World.read`.
@@ -18,8 +18,10 @@ from typing import Mapping
 
 from sidecar.adapters.docker_api import Docker
 from sidecar.core import desired
+from sidecar.core.consumers import Consumer
 from sidecar.core.model import Certificate, ContainerInfo, DesiredState, Problem
 from sidecar.core.settings import Settings
+from sidecar.sources import consumers
 from sidecar.sources.confs import read_confs
 from sidecar.sources.containers import defaults_of, read_containers
 from sidecar.sources.sitesfile import SitesFileSource
@@ -39,6 +41,8 @@ class Snapshot:
     # ports where a hand-written server is the default_server; files the hand-written config reads
     user_defaults: frozenset[int] = frozenset()
     user_conf_files: tuple[str, ...] = ()
+    # containers using a certificate themselves (label acme.consumer), told when it changes
+    consumers: tuple[Consumer, ...] = ()
 
     def with_lineages(self, store: LineageStore) -> "Snapshot":
         """The same snapshot with the lineages as they are on disk now (after certbot runs)."""
@@ -60,8 +64,10 @@ class World:
         self._nginx_warning = ""
 
     def read(self) -> Snapshot:
-        view = read_containers(self.docker.list_containers(), self.settings, self.me)
-        self.relevant_ids = view.relevant_ids
+        listed = self.docker.list_containers()
+        view = read_containers(listed, self.settings, self.me)
+        wanted = consumers.read_consumers(listed, self.settings, self.me, view.nginx)
+        self.relevant_ids = view.relevant_ids | wanted.ids
         if view.nginx_warning and view.nginx_warning != self._nginx_warning:
             log.warning("%s", view.nginx_warning)
         self._nginx_warning = view.nginx_warning
@@ -70,8 +76,9 @@ class World:
         confs = read_confs(self.settings, lineages)
         state = desired.merge([*confs.sites, *file_sites], list(view.sites),
                               [*view.problems, *confs.problems, *file_problems])
+        state, consumed = consumers.attach(state, wanted, self.settings.label_prefix)
         return Snapshot(state, view.nginx, lineages, tuple(cert_problems), self._address(view.nginx),
-                        confs.user_defaults, confs.files)
+                        confs.user_defaults, confs.files, consumed)
 
     def _address(self, nginx_c: ContainerInfo | None) -> tuple[str, int] | None:
         if nginx_c is None or self.me is None:

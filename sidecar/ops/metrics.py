@@ -24,6 +24,8 @@ nginx_acme_domain_conflicts                                     gauge      site
 nginx_acme_conf_set_aside                                       gauge      file
 nginx_acme_last_pass_timestamp_seconds                          gauge
 nginx_acme_docker_up                                            gauge
+nginx_acme_consumer_signals_total                               counter    site, container
+nginx_acme_consumer_hook_failures_total                         counter    site, container
 ==============================================================  =========  ===================================
 """
 
@@ -86,6 +88,12 @@ class Metrics:
                                "1 for each hand-written conf.d file set aside because nginx rejects it.",
                                ["file"], registry=r)
         self._set_aside: set[str] = set()
+        self.consumer_signals = Counter(f"{NS}_consumer_signals",
+                                        "Consumer containers told of a new certificate (acme.consumer.signal).",
+                                        ["site", "container"], registry=r)
+        self.consumer_failures = Counter(f"{NS}_consumer_hook_failures",
+                                         "Failed attempts to tell a consumer container of a new certificate.",
+                                         ["site", "container"], registry=r)
         self.docker_up = Gauge(f"{NS}_docker_up", "1 if the Docker API answered on the last pass.", registry=r)
         for state in STATES:
             self.sites.labels(state).set(0)
@@ -115,6 +123,10 @@ class Metrics:
             self.rejections.inc()
         elif event.kind == Kind.DOCKER_UNAVAILABLE:
             self.docker_up.set(0)
+        elif event.kind == Kind.CONSUMER_SIGNALLED:
+            self.consumer_signals.labels(event.site, str(d.get("container") or "")).inc()
+        elif event.kind == Kind.CONSUMER_FAILED:
+            self.consumer_failures.labels(event.site, str(d.get("container") or "")).inc()
         elif event.kind == Kind.DOMAIN_CONFLICT:
             with self._lock:
                 self._conflicts[event.message] = event.site

@@ -69,7 +69,7 @@ def redact(url: str) -> str:
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str    # issued, renewed, failed, expiring, expired
+    kind: str    # issued, renewed, failed, expiring, expired, hook-failed
     site: str
     title: str
     body: str
@@ -117,7 +117,7 @@ class AlertPolicy:
         site = event.site
         if event.kind in (Kind.CERT_ISSUED, Kind.CERT_RENEWED):
             verb = "issued" if event.kind == Kind.CERT_ISSUED else "renewed"
-            had = self.failed.pop(site, None)
+            had = [k for k in self.failed.pop(site, None) or () if not k.startswith("hook ")]  # (consumers: apart)
             self.expiry.pop(site, None)
             self.dirty = True
             names = ", ".join(d.get("domains") or ()) or site
@@ -140,6 +140,8 @@ class AlertPolicy:
                     f"{f' (failure {failures} in a row)' if failures else ''}.\n"
                     "Further failures of this kind are not alerted until the site gets a certificate.")
             return [Alert("failed", site, f"Certificate request failed: {site} ({kind})", body, "failure")]
+        if event.kind in (Kind.CONSUMER_FAILED, Kind.CONSUMER_SIGNALLED):
+            return self._consumer_alert(event)
         if event.kind == Kind.CONF_SET_ASIDE:
             file, aside = str(d.get("file") or "?"), str(d.get("aside") or "?")
             body = (f"nginx rejects the hand-written conf.d/{file}: {d.get('error') or event.message}\n"
@@ -151,6 +153,28 @@ class AlertPolicy:
             if isinstance(not_after, datetime):
                 return self._expiry_alert(site, not_after, event.at, "", "")
         return []
+
+    def _consumer_alert(self, event: Event) -> list[Alert]:
+        """A consumer container not told of its new certificate: once per container until it works again."""
+        d, site = event.details, event.site
+        container = str(d.get("container") or "?")
+        key = f"hook {container}"
+        seen = self.failed.get(site, [])
+        if event.kind == Kind.CONSUMER_SIGNALLED:
+            if key in seen:
+                seen.remove(key)
+                self.dirty = True
+            return []
+        if key in seen:
+            return []
+        self.failed.setdefault(site, []).append(key)
+        self.dirty = True
+        body = (f"Site {site}: container {container} was not told of its new certificate "
+                f"({d.get('signal') or '?'}): {d.get('error') or event.message}\n"
+                f"Next attempt: {_when(d.get('next_attempt'))}. nginx and the other sites are not affected.\n"
+                "Further failures of this container are not alerted until it is told.")
+        return [Alert("hook-failed", site, f"Consumer not told of its new certificate: {container} ({site})", body,
+                      "failure")]
 
     def on_snapshot(self, snap: PassSnapshot) -> list[Alert]:
         alerts: list[Alert] = []

@@ -77,7 +77,7 @@ def site_from_container(
     if "domains" not in labels:
         return None
     unknown = sorted(
-        k for k in set(labels) - set(KNOWN_KEYS) - set(options.OPTION_KEYS) - {"nginx"}
+        k for k in set(labels) - set(KNOWN_KEYS) - set(options.OPTION_KEYS) - {"nginx", "consumer", "consumer.signal"}
         if not k.startswith(options.HEADER_PREFIX)
     )
     if unknown:

@@ -99,7 +99,8 @@ def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: froz
         return False  # (the latter: our own certbot containers coming and going)
     if event.get("Type") == "network":
         return str(attributes.get("container", "")) in relevant_ids
-    if f"{s.label_prefix}.domains" in attributes or s.nginx_label in attributes:
+    if f"{s.label_prefix}.domains" in attributes or f"{s.label_prefix}.consumer" in attributes \
+            or s.nginx_label in attributes:
         return True
     actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
     return actor in relevant_ids or (s.nginx_container is not None and attributes.get("name") == s.nginx_container)

@@ -198,15 +198,13 @@ class SitesFileSource:
         except FileNotFoundError:
             text = ""
         except (OSError, UnicodeDecodeError) as exc:
-            return self._keep_last_good(f"sites file {path}: unreadable: {exc}")
+            return self._keep_last_good(f"sites file {path}", f"unreadable: {exc}")
         if text == self._text and self._sites is not None:
             return self._sites, self._problems
         try:
             sites, problems = parse_sites_file(text, str(path), self.defaults)
         except InputError as exc:
-            return self._keep_last_good(str(exc))
-        if self.error:
-            log.info("sites file %s is valid again", path)
+            return self._keep_last_good(exc.source, exc.message)
         self._text, self._sites, self._problems, self.error = text, sites, problems, ""
         try:
             if not self.last_good.exists() or self.last_good.read_text(encoding="utf-8") != text:
@@ -215,7 +213,9 @@ class SitesFileSource:
             log.warning("cannot keep a copy of the sites file in %s: %s", self.last_good, exc)
         return sites, problems
 
-    def _keep_last_good(self, error: str) -> tuple[list[Site], list[Problem]]:
+    def _keep_last_good(self, source: str, error: str) -> tuple[list[Site], list[Problem]]:
+        """The file as a whole is broken: its last good version keeps serving, and the problem
+        says so (reported once, and 'resolved' once the file is valid again, like any problem)."""
         if self._sites is None:
             # Just started with a broken file: fall back to the copy kept by the previous run.
             try:
@@ -223,8 +223,6 @@ class SitesFileSource:
                                                                str(self.path), self.defaults)
             except (OSError, InputError):
                 pass
-        if error != self.error:
-            kept = self._sites or []
-            log.error("%s; keeping the last good version (%d site%s)", error, len(kept), "" if len(kept) == 1 else "s")
-            self.error = error
-        return self._sites or [], self._problems
+        kept = self._sites or []
+        self.error = f"{error}; keeping the last good version ({len(kept)} site{'' if len(kept) == 1 else 's'})"
+        return kept, [*self._problems, Problem(source, self.error)]

@@ -90,16 +90,15 @@ def test_site_from_the_yaml_file_and_malformed_edits_keep_the_last_good_version(
     assert r.body.strip() == "hello from app-a"
     assert dns_names(r.cert) == {"yaml.demo.test"}
 
-    since, written = stack.cursor(), time.time()
+    since = stack.cursor()
     stack.write_sites("sites:\n  - domains: [static.demo.test\n    upstream: [\n")
-    # The engine emits no event for a sites file that does not parse (it keeps the last good
-    # version): its log line is the only sign that the broken file was read, and when.
-    line = wait_for("error logged", lambda: next((ln for ln in stack.logs(since=written - 1).splitlines()
-                                                  if "sites file /config/sites.yml" in ln and "invalid YAML" in ln),
-                                                 None), timeout=20)
-    logged_at = datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
-    # The pass that read it has finished (applied, then reported): the YAML site is still there.
-    rows = stack.wait_pass(logged_at)["rows"]
+    # The broken file is an input problem of its own; the pass that reported it kept the last good version.
+    problem = stack.wait_event(Kind.INPUT_PROBLEM, since=since, timeout=20,
+                               where=lambda e: e.details["source"].startswith("sites file /config/sites.yml"))
+    assert "invalid YAML" in problem.details["error"] and "keeping the last good version (2 sites)" in problem.message
+    status = stack.wait_pass(problem.at)
+    assert problem.message in status["problems"]
+    rows = status["rows"]
     assert rows["yaml.demo.test"]["source"].startswith("sites file") and rows["yaml.demo.test"]["live"]
     assert stack.events(since, Kind.SITE_REMOVED) == []
     assert stack.https("yaml.demo.test").status == 200

@@ -220,9 +220,16 @@ def test_sites_from_the_file_and_labels_are_one_desired_state(tmp_path: Path) ->
     assert sorted(certbot.runs) == ["a.example.com", "f.example.com"]
     assert re.search(r"server 10\.0\.0\.5:8080;",
                      (r.settings.conf_dir / "sidecar-site-f.example.com.conf").read_text())
-    sites.write_text("sites: [\n")  # broken: the last good version keeps serving
+    sites.write_text("sites: [\n")  # broken: the last good version keeps serving, and the problem says so
     r.run_pass()
     assert Kind.SITE_REMOVED not in seen.kinds() and (r.settings.conf_dir / "sidecar-site-f.example.com.conf").exists()
+    (problem,) = [e for e in seen.events if e.kind == Kind.INPUT_PROBLEM]
+    assert problem.details["source"].startswith(f"sites file {sites}") and "invalid YAML" in problem.details["error"]
+    assert problem.details["error"].endswith("keeping the last good version (1 site)")
+    assert json.loads((r.settings.state_dir / "status.json").read_text())["problems"] == [problem.message]
+    sites.write_text("sites:\n  - domains: [f.example.com]\n    upstream: http://10.0.0.5:8080\n")
+    r.run_pass()
+    assert json.loads((r.settings.state_dir / "status.json").read_text())["problems"] == []
 
 
 # -- failure paths ---------------------------------------------------------------------------

@@ -27,8 +27,9 @@ declare -A IMAGES=(
   [dockerproxy]="local/dockerproxy:test|tests/images/dockerproxy|Dockerfile"
   [wrk]="local/wrk:test|tests/images/wrk|Dockerfile"
   [acmeproxy]="local/acmeproxy:test|tests/images/acmeproxy|Dockerfile"
+  [tlsserver]="local/tlsserver:test|tests/images/tlsserver|Dockerfile"
 )
-ORDER=(nginx certbot app pebble sidecar caddy testssl receiver acmeproxy dockerproxy wrk)
+ORDER=(nginx certbot app pebble sidecar caddy testssl receiver acmeproxy dockerproxy wrk tlsserver)
 
 docker info >/dev/null 2>&1 || die "Docker engine not reachable (run: bash .ci/setup-docker.sh)"
 docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 \

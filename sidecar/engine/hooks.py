@@ -54,8 +54,10 @@ class HookFailed(Exception):
 
 class Hooks:
     def __init__(self, settings: Settings, docker: ConsumerDocker, reporter: Reporter,
+                 poke: Callable[[str], None] = lambda reason: None,
                  submit: Callable[[Callable[[], None]], object] | None = None) -> None:
         self.settings = settings
+        self.poke = poke  # wakes the loop when a failed hook is due again
         self.docker = docker
         self.reporter = reporter
         self.path = settings.state_dir / HOOKS_FILE
@@ -64,6 +66,7 @@ class Hooks:
         self._lock = threading.Lock()
         self._busy: set[str] = set()  # containers a hook is running for
         self._pool: ThreadPoolExecutor | None = None
+        self._timers: dict[str, threading.Timer] = {}
         # how a hook is run; by default in one worker thread (tests pass ``lambda f: f()``)
         self._submit = submit or self._in_worker
 
@@ -86,6 +89,8 @@ class Hooks:
             self._submit(functools.partial(self._tell, consumer, serial))
 
     def close(self) -> None:
+        for timer in list(self._timers.values()):
+            timer.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -122,9 +127,20 @@ class Hooks:
                 self.reporter.emit(Kind.CONSUMER_FAILED, c.cert_name, f"container {c.container}: {error}",
                                    container=c.container, signal=str(c.signal), error=error,
                                    failures=record.failures, next_attempt=record.retry_at)
+                self._retry_at(c, (record.retry_at - now).total_seconds() if record.retry_at else 60.0)
         finally:
             with self._lock:
                 self._busy.discard(c.container_id)
+
+    def _retry_at(self, c: Consumer, seconds: float) -> None:
+        """Wake the loop when the failed hook is due again (no other trigger may come by then)."""
+        timer = threading.Timer(max(seconds, 0.0) + 0.05, self.poke, args=(f"consumer hook retry: {c.container}",))
+        timer.daemon = True
+        old = self._timers.pop(c.container_id, None)
+        if old is not None:
+            old.cancel()
+        self._timers[c.container_id] = timer
+        timer.start()
 
     def _run(self, c: Consumer) -> None:
         how = c.signal

@@ -66,7 +66,7 @@ class Reconciler:
         self.world = World(settings, docker, self.lineages)
         self.issuer = Issuer(settings, None, self.ledger, self.lineages, self.reporter, self.triggers.stopped)
         self.publisher = Publisher(settings, lambda cid: DockerNginx(docker, cid), self.reporter, self.issuer.idle)
-        self.hooks = Hooks(settings, docker, self.reporter)  # consumer containers told of new certificates
+        self.hooks = Hooks(settings, docker, self.reporter, self.triggers.poke)  # consumers told of new certificates
         self.watcher: DockerEventWatcher | None = None
         self.owner = "host"
         self.passes = 0

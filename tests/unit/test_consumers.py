@@ -300,6 +300,8 @@ def test_a_failing_hook_is_reported_retried_on_the_back_off_and_holds_nothing_up
     assert failed.site == "mail.example.com" and failed.details["container"] == "x"
     assert failed.details["error"] == "exec reload exited 1: error: no such file"
     assert failed.details["next_attempt"] == NOW + MIN and failed.details["failures"] == 1
+    (timer,) = r.hooks._timers.values()  # the loop is woken when it is due again
+    assert timer.interval == pytest.approx(60.05)
     r.run_pass()
     assert len(side.calls) == 1  # not before its time
     clock[0] = NOW + MIN

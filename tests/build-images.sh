@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every image the tests and the local demo need, FROM a locally imported Debian base
 # (no registry is reachable). Fast when cached. Usage:
-#   tests/build-images.sh [nginx|certbot|app|pebble|sidecar|acmeproxy ...]   (default: all)
+#   tests/build-images.sh [nginx|certbot|app|pebble|bind|sidecar|acmeproxy ...]   (default: all)
 # Env: BASE_IMAGE (default local/debian:trixie-slim, made by .ci/setup-docker.sh).
 set -euo pipefail
 
@@ -28,8 +28,9 @@ declare -A IMAGES=(
   [wrk]="local/wrk:test|tests/images/wrk|Dockerfile"
   [acmeproxy]="local/acmeproxy:test|tests/images/acmeproxy|Dockerfile"
   [tlsserver]="local/tlsserver:test|tests/images/tlsserver|Dockerfile"
+  [bind]="local/bind:test|examples/local-demo/bind|Dockerfile"
 )
-ORDER=(nginx certbot app pebble sidecar caddy testssl receiver acmeproxy dockerproxy wrk tlsserver)
+ORDER=(nginx certbot app pebble bind sidecar caddy testssl receiver acmeproxy dockerproxy wrk tlsserver)
 
 docker info >/dev/null 2>&1 || die "Docker engine not reachable (run: bash .ci/setup-docker.sh)"
 docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 \

@@ -185,8 +185,9 @@ def asked_names(raw: str) -> set[str]:
     out = set()
     for part in (p for p in re.split(r"[,\s]+", raw) if p):
         name = part[:-1] if part.endswith(".") else part
-        out.add(name.lower() if name.isascii() and "xn--" not in name.lower()
-                else idna.encode(name, uts46=True).decode("ascii"))
+        wild, name = (name[:2], name[2:]) if name.startswith("*.") else ("", name)
+        out.add(render.server_name(wild + (name.lower() if name.isascii() and "xn--" not in name.lower()
+                                           else idna.encode(name, uts46=True).decode("ascii"))))
     return out
 
 
@@ -247,9 +248,12 @@ def check_meaning(site: Site, text: str, tree: list[Any], asked: dict[str, str])
     main = [s for s in servers if s not in redirects]
     assert len(main) == 1, f"{len(main)} main server blocks"
     names = [a for s in servers for n, args, _ in s if n == "server_name" for a in args]
-    assert sorted(names) == sorted(site.domains), names
+    assert sorted(names) == sorted(render.server_name(d) for d in site.domains), names
     assert set(names) == asked_names(asked["domains"])
-    assert all(re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", n) for n in names), names
+    # a host name, or a wildcard's one-label expression (DNS-01 sites only)
+    assert all(re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|~\^\[\^\.\]\+(\\\.[a-z0-9-]+)+\$", n) for n in names), names
+    if any(d.startswith("*.") for d in site.domains):
+        assert (site.options.challenge or "http-01") == "dns-01", site.options
     # Every return is a redirect server's 308 to one of the site's names, or the TLS 1.3-only guard.
     for server in servers:
         for n, args, children in server:
@@ -337,6 +341,8 @@ VALID_OPTIONS: dict[str, list[str]] = {
     "websocket": ["on", "off", "true", "0"],
     "key_type": ["ecdsa", "rsa"],
     "profile": ["classic", "tlsserver", "shortlived"],
+    "challenge": ["http-01", "dns-01", "DNS-01"],
+    "dns_provider": ["rfc2136", "cloudflare:work"],
     "header.X-Frame-Options": ["DENY", "SAMEORIGIN"],
     # "default-src 'self'; img-src *" is refused: options forbids ' and ; in header values (see the report)
     "header.Content-Security-Policy": ["default-src https:", "upgrade-insecure-requests"],
@@ -347,6 +353,8 @@ valid_domains = st.one_of(
     st.lists(valid_domain, min_size=1, max_size=3, unique=True).map(", ".join),
     apex.map(lambda a: f"{a}, www.{a}"),  # so the redirect option can apply
     apex.map(lambda a: f"WWW.{a.upper()}. {a}"),
+    apex.map(lambda a: f"{a}, *.{a}"),  # wildcards: only with dns-01 and a provider
+    valid_domain.map(lambda d: f"*.{d}"),
     st.sampled_from(["bücher.example, www.bücher.example", "xn--nxasmq6b.com", "ДОМЕН.рф"]),
 )
 valid_label_sets = st.fixed_dictionaries(
@@ -385,6 +393,8 @@ header_sets = st.one_of(
           "max_body_size": "10M", "header.X-Frame-Options": "DENY"}, {"X-Test": "a=1, b=2"})
 @example({"domains": "Bücher.Example., xn--nxasmq6b.com", "scheme": "HTTPS", "port": " 8443 ",
           "network": "net_b"}, {})
+@example({"domains": "w.demo.test, *.w.demo.test", "challenge": "dns-01", "dns_provider": "rfc2136"}, {})
+@example({"domains": "*.w.demo.test", "challenge": "http-01"}, {})
 @example({"domains": "m.demo.test, www.m.demo.test", "tls": "modern", "redirect": "apex-to-www",
           "websocket": "off", "hsts": "max-age=63072000; includeSubDomains; preload"},
          {"Referrer-Policy": "no-referrer"})
@@ -507,6 +517,7 @@ def test_any_sites_file_entry_is_rejected_or_means_what_was_asked(box: NginxBox,
 
 def test_the_oracle_knows_every_option(box: NginxBox) -> None:
     """Guard for this file: a new per-site option must be added to the strategies above."""
-    covered = {"tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile"}
+    covered = {"tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile", "challenge",
+               "dns_provider"}
     assert set(options.OPTION_KEYS) <= covered, set(options.OPTION_KEYS) - covered
     assert set(labels.KNOWN_KEYS) <= {"domains", "port", "network", "scheme"}

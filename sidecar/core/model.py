@@ -183,6 +183,8 @@ class Certificate:
     privkey_path: str = ""
     # ACME directory the lineage was issued from (certbot's renewal/NAME.conf), "" if unknown.
     acme_server: str = ""
+    # Made by another tool and served as it is (ADOPT_CERTS_DIR): where it lies; "" for lineages.
+    adopted_from: str = ""
 
     @property
     def lifetime_seconds(self) -> float:

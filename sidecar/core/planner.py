@@ -129,7 +129,8 @@ def _needed(site: Site, cert: Certificate | None, policy: Policy, now: datetime,
         parts = ([f"adds {', '.join(added)}"] if added else []) + ([f"drops {', '.join(dropped)}"] if dropped else [])
         return Decision(site, Action.EXPAND, "names changed: " + "; ".join(parts))
     wanted_key = getattr(getattr(site, "options", None), "key_type", None) or policy.key_type
-    if cert.key_type != wanted_key:
+    # An adopted certificate (another tool's) is served until due, whatever its key; its successor has ours.
+    if cert.key_type != wanted_key and not cert.adopted_from:
         return Decision(site, Action.REKEY, f"key type {cert.key_type} -> {wanted_key}")
     if policy.acme_server and cert.acme_server and cert.acme_server != policy.acme_server:
         return Decision(site, Action.REKEY, f"ACME server changed ({cert.acme_server} -> {policy.acme_server})")
@@ -139,7 +140,8 @@ def _needed(site: Site, cert: Certificate | None, policy: Policy, now: datetime,
         if now >= cert.not_after:
             return Decision(site, Action.RENEW, f"expired at {cert.not_after:%Y-%m-%d %H:%M} UTC")
         return Decision(site, Action.RENEW, f"due since {due:%Y-%m-%d %H:%M} UTC (expires {cert.not_after:%Y-%m-%d %H:%M} UTC)")
-    return Decision(site, Action.OK, f"valid until {cert.not_after:%Y-%m-%d %H:%M} UTC", at=due)
+    adopted = f" (adopted from {cert.adopted_from})" if cert.adopted_from else ""
+    return Decision(site, Action.OK, f"valid until {cert.not_after:%Y-%m-%d %H:%M} UTC{adopted}", at=due)
 
 
 def decide(

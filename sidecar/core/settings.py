@@ -97,6 +97,8 @@ class Settings:
     dns_propagation_seconds: int | None = None
     dns_propagation: tuple[tuple[str, int], ...] = ()
     certbot_images: tuple[tuple[str, str], ...] = ()
+    # Certificates another tool made, served until due (acme-companion's layout).
+    adopt_certs_dir: Path | None = None
 
     def propagation_for(self, provider: str) -> int | None:
         return dict(self.dns_propagation).get(provider, self.dns_propagation_seconds)
@@ -155,6 +157,14 @@ def _nginx_path(env: Mapping[str, str], key: str, default: Path) -> Path:
         raise ConfigError(f"{key}={raw!r}: an absolute path of letters, digits and ._/- (it is written into the "
                           "nginx config)")
     return Path(raw)
+
+
+def _nginx_dir_or_off(env: Mapping[str, str], key: str, default: Path | None) -> Path | None:
+    """An nginx-safe directory (``_nginx_path``), ``off`` for none."""
+    raw = _str(env, key)
+    if raw is None or raw.lower() == "off":
+        return default if raw is None else None
+    return _nginx_path(env, key, Path(raw))
 
 
 def _path(env: Mapping[str, str], key: str, default: Path | None) -> Path | None:
@@ -352,4 +362,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         dns_propagation=tuple(sorted((name, _seconds(PROPAGATION_PREFIX + name.upper(), raw))
                                      for name, raw in _per_provider(env, PROPAGATION_PREFIX).items())),
         certbot_images=_images(env),
+        adopt_certs_dir=_nginx_dir_or_off(env, "ADOPT_CERTS_DIR", None),
     )

@@ -58,7 +58,7 @@ class Reconciler:
         self.reporter = Reporter(settings, clock)
         self.observers = self.reporter.observers
         self.ledger = Ledger.load(settings.state_dir / "ledger.json")
-        self.lineages = LineageStore(settings.certs_dir)
+        self.lineages = LineageStore(settings.certs_dir, settings.adopt_certs_dir)
         self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server, backoff=settings.backoff)
         self.limits = ratelimits.PROFILES[settings.rate_limits]
         self.ari = AriWindows(AriClient(settings.acme_server, settings.acme_ca_bundle) if settings.ari else None,
@@ -208,7 +208,7 @@ class Reconciler:
 
     def _work(self, sites: tuple[Site, ...], ask_ari: bool = True) -> Work:
         now = self.clock()
-        lineages = self.lineages.certificates()
+        lineages = self.lineages.for_sites(sites)[0]
         attempts = self.ledger.attempts_now({s.name for s in sites}, forget=ask_ari)  # (a preview changes nothing)
         windows = self.ari.windows({s.name: lineages[s.name] for s in sites if s.name in lineages}, now, ask=ask_ari)
         return schedule(sites, lineages, attempts, self.ledger.usage(self.issuer.account_paused_until),

@@ -46,7 +46,7 @@ class Snapshot:
 
     def with_lineages(self, store: LineageStore) -> "Snapshot":
         """The same snapshot with the lineages as they are on disk now (after certbot runs)."""
-        lineages, problems = store.read()
+        lineages, problems = store.for_sites(self.desired.sites)
         return dataclasses.replace(self, lineages=lineages, cert_problems=tuple(problems))
 
 
@@ -77,6 +77,7 @@ class World:
         state = desired.merge([*confs.sites, *file_sites], list(view.sites),
                               [*view.problems, *confs.problems, *file_problems])
         state, consumed = consumers.attach(state, wanted, self.settings.label_prefix)
+        lineages, cert_problems = self.lineages.for_sites(state.sites)  # (with certificates adopted for them)
         return Snapshot(state, view.nginx, lineages, tuple(cert_problems), self._address(view.nginx),
                         confs.user_defaults, confs.files, consumed)
 

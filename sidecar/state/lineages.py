@@ -4,20 +4,26 @@ A pass asks for the lineages several times (plan, render, status), and the loop 
 times a second while certbot runs: each file is parsed once (``certs.LineageCache``)
 and the whole read is kept until :meth:`LineageStore.forget` (a certbot run, a
 placeholder, a new pass). Placeholders for hand-written configs are not real lineages.
+``for_sites`` adds the certificates adopted from ``ADOPT_CERTS_DIR`` (``adopted``) for sites
+without a lineage of their own.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Iterable
 
-from sidecar.core.model import Certificate, Problem
-from sidecar.state import certs, placeholder
+from sidecar.core.model import Certificate, Problem, Site
+from sidecar.state import adopted, certs, placeholder
 
 
 class LineageStore:
-    def __init__(self, certs_dir: Path) -> None:
+    def __init__(self, certs_dir: Path, adopt_dir: Path | None = None) -> None:
         self.certs_dir = certs_dir
+        self.adopt_dir = adopt_dir
+        self._adopted_cache: adopted.AdoptedCache = {}
+        self._adopted: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._cache: certs.LineageCache = {}
         self._memo: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._generation = 0
@@ -42,8 +48,22 @@ class LineageStore:
     def certificates(self) -> dict[str, Certificate]:
         return self.read()[0]
 
+    def for_sites(self, sites: Iterable[Site]) -> tuple[dict[str, Certificate], list[Problem]]:
+        """The certificate each site is served with: its lineage, else an adopted one; and the problems."""
+        found, problems = self.read()
+        if self.adopt_dir is None:
+            return found, problems
+        with self._lock:
+            memo = self._adopted
+        if memo is None:
+            memo = adopted.read_adopted(self.adopt_dir, self._adopted_cache)
+            with self._lock:
+                self._adopted = memo
+        return adopted.adopt(sites, found, memo[0]), problems + memo[1]
+
     def forget(self) -> None:
         """The certificate directory may have changed."""
         with self._lock:
             self._generation += 1
             self._memo = None
+            self._adopted = None

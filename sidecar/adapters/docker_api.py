@@ -151,6 +151,17 @@ class Docker:
         except _DOCKER_ERRORS as exc:
             raise DockerUnavailable(f"listing containers by label failed: {exc}") from exc
 
+    def container_env(self, container_id: str) -> dict[str, str]:
+        """A container's environment (``Config.Env`` of one inspect; not in the listing); {} once it is gone."""
+        try:
+            raw = self._client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return {}
+        except _DOCKER_ERRORS as exc:
+            raise DockerUnavailable(f"inspecting container {container_id[:12]} failed: {exc}") from exc
+        pairs = (str(item).partition("=") for item in (raw.get("Config") or {}).get("Env") or [])
+        return {key: value for key, sep, value in pairs if sep}
+
     def own_container_id(self, configured: str | None) -> str | None:
         """This process's container: from settings, /proc/self/mountinfo, or HOSTNAME."""
         if configured:

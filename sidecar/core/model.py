@@ -118,6 +118,9 @@ class Site:
     # Container sites: who may share the site (replicas of one service). None for the sites
     # file and hand-written configs, and for a container site built without one (never shares).
     owner: Owner | None = None
+    # Files nginx includes in the site's HTTPS server and in its ``location /`` (nginx-proxy's vhost.d).
+    includes: tuple[str, ...] = ()
+    location_includes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -136,6 +139,7 @@ class Site:
 class ProblemKind(str, enum.Enum):
     INPUT = "input"                      # a bad label, sites file entry, nginx config, ...
     DOMAIN_CONFLICT = "domain_conflict"  # a claim on a domain another owner holds
+    WARNING = "warning"                  # the site is served, but part of its input was not translated
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,11 @@ class Settings:
     dns_propagation_seconds: int | None = None
     dns_propagation: tuple[tuple[str, int], ...] = ()
     certbot_images: tuple[tuple[str, str], ...] = ()
-    # Certificates another tool made, served until due (acme-companion's layout).
+    # Other tools' inputs, each opt-in: nginx-proxy's variables on containers (and its vhost.d files),
+    # Traefik's router labels, and certificates another tool made, served until due (acme-companion's layout).
+    compat_nginx_proxy: bool = False
+    compat_traefik: bool = False
+    vhost_dir: Path | None = Path("/etc/nginx/vhost.d")
     adopt_certs_dir: Path | None = None
 
     def propagation_for(self, provider: str) -> int | None:
@@ -362,5 +366,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         dns_propagation=tuple(sorted((name, _seconds(PROPAGATION_PREFIX + name.upper(), raw))
                                      for name, raw in _per_provider(env, PROPAGATION_PREFIX).items())),
         certbot_images=_images(env),
+        compat_nginx_proxy=_choice(env, "COMPAT_NGINX_PROXY", "off", ("on", "off")) == "on",
+        compat_traefik=_choice(env, "COMPAT_TRAEFIK", "off", ("on", "off")) == "on",
+        vhost_dir=_nginx_dir_or_off(env, "VHOST_DIR", defaults.vhost_dir),
         adopt_certs_dir=_nginx_dir_or_off(env, "ADOPT_CERTS_DIR", None),
     )

@@ -75,7 +75,7 @@ class Reporter:
         now_problems = {str(p) for p in state.problems}
         for problem in state.problems:
             if str(problem) not in self.said.problems:
-                log.error("%s", problem)
+                log.log(logging.WARNING if problem.kind is ProblemKind.WARNING else logging.ERROR, "%s", problem)
                 self.emit(Kind.INPUT_PROBLEM, "", str(problem), source=problem.source, error=problem.message)
                 if problem.kind is ProblemKind.DOMAIN_CONFLICT:
                     self.emit(Kind.DOMAIN_CONFLICT, problem.site, str(problem), source=problem.source,

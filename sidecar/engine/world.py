@@ -22,8 +22,9 @@ from sidecar.core.consumers import Consumer
 from sidecar.core.model import Certificate, ContainerInfo, DesiredState, Problem
 from sidecar.core.settings import Settings
 from sidecar.sources import consumers
+from sidecar.sources.compat import CompatSources
 from sidecar.sources.confs import read_confs
-from sidecar.sources.containers import defaults_of, read_containers
+from sidecar.sources.containers import defaults_of
 from sidecar.sources.sitesfile import SitesFileSource
 from sidecar.state.lineages import LineageStore
 
@@ -60,12 +61,13 @@ class World:
         self.lineages = lineages
         self.me = me
         self.sites_file = SitesFileSource(settings.sites_file, settings.state_dir, defaults_of(settings))
+        self.compat = CompatSources(settings, lambda cid: docker.container_env(cid))  # nginx-proxy, Traefik
         self.relevant_ids: frozenset[str] = frozenset()  # read by the Docker event filter
         self._nginx_warning = ""
 
     def read(self) -> Snapshot:
         listed = self.docker.list_containers()
-        view = read_containers(listed, self.settings, self.me)
+        view = self.compat.view(listed, self.me)
         wanted = consumers.read_consumers(listed, self.settings, self.me, view.nginx)
         self.relevant_ids = view.relevant_ids | wanted.ids
         if view.nginx_warning and view.nginx_warning != self._nginx_warning:

@@ -425,7 +425,7 @@ def _health(cfg: settings_mod.Settings, as_json: bool) -> int:
 def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     """Validate the environment, the sites file and every labelled container's labels."""
     from sidecar.core import desired
-    from sidecar.core.model import Problem
+    from sidecar.core.model import Problem, ProblemKind
     from sidecar.sources import sitesfile
     from sidecar.sources.containers import defaults_of
 
@@ -448,12 +448,14 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     label_sites: list[Any] = []
     try:
         from sidecar.adapters.docker_api import Docker
-        from sidecar.sources.containers import read_containers
+        from sidecar.sources.compat import CompatSources
 
         docker = Docker(timeout=10)
         own_id = docker.own_container_id(cfg.sidecar_container)
-        # The same choice of nginx and the same scope as the running sidecar (SITES_SCOPE, Compose project).
-        view = read_containers(docker.list_containers(), cfg, docker.find_container(own_id) if own_id else None)
+        # The same choice of nginx and the same scope as the running sidecar (SITES_SCOPE, Compose project),
+        # and the same reading of nginx-proxy variables and Traefik labels (COMPAT_NGINX_PROXY, COMPAT_TRAEFIK).
+        view = CompatSources(cfg, docker.container_env).view(
+            docker.list_containers(), docker.find_container(own_id) if own_id else None)
         if view.nginx is None:
             doc["notes"].append("nginx container not found (NGINX_CONTAINER or the label "
                                 f"{cfg.nginx_label}=true); label sites are checked without its networks")
@@ -467,7 +469,7 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     doc["sites"] = [{"site": s.name, "names": list(s.domains), "source": s.source,
                      "upstreams": [u.url for u in s.upstreams]} for s in state.sites]
     doc["problems"] = [str(p) for p in state.problems]
-    doc["ok"] = not state.problems
+    doc["ok"] = all(p.kind is ProblemKind.WARNING for p in state.problems)  # (a warning: served anyway)
     if as_json:
         _print_json(doc)
     else:
@@ -477,8 +479,8 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
         for site in state.sites:
             print(f"site {site.name}: {', '.join(site.domains)} -> {', '.join(u.url for u in site.upstreams)}"
                   f" ({site.source})")
-        for problem in doc["problems"]:
-            print(f"error: {problem}", file=sys.stderr)
+        for problem in state.problems:
+            print(f"{'warning' if problem.kind is ProblemKind.WARNING else 'error'}: {problem}", file=sys.stderr)
     return 0 if doc["ok"] else 1
 
 

@@ -102,6 +102,10 @@ def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: froz
     if f"{s.label_prefix}.domains" in attributes or f"{s.label_prefix}.consumer" in attributes \
             or s.nginx_label in attributes:
         return True
+    if s.compat_traefik and any(str(k).startswith("traefik.") for k in attributes):
+        return True
+    if s.compat_nginx_proxy and action == "start":
+        return True  # (nginx-proxy's variables are not in the event: a started container is read once)
     actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
     return actor in relevant_ids or (s.nginx_container is not None and attributes.get("name") == s.nginx_container)
 
@@ -188,6 +192,12 @@ def watch_files(settings: Settings, poke: Callable[[str], None]) -> list[BaseObs
     if settings.conf_dir.is_dir():
         observers.append(_observe(settings.conf_dir, _Handler(nginxconf.relevant_change, "nginx config changed", poke,
                                                               skip_dir_modified=True), recursive=True))
+    # nginx-proxy's vhost.d files come and go; certificates adopted from another tool may be replaced by it
+    for directory, why in ((settings.vhost_dir if settings.compat_nginx_proxy else None, "vhost.d changed"),
+                           (settings.adopt_certs_dir, "adopted certificates changed")):
+        if directory is not None and directory.is_dir():
+            observers.append(_observe(directory, _Handler(lambda _: True, why, poke, skip_dir_modified=True),
+                                      recursive=True))
     return observers
 
 

@@ -406,3 +406,35 @@ def test_a_provider_image_gets_a_runner_of_its_own() -> None:
     assert images.run([], {}, "x").output == "certbot/certbot"
     images.close()
     assert default.closed and isinstance(cf, Run) and cf.closed
+
+
+# -- the certbot container's mounts ------------------------------------------------------------
+class _Api:
+    def __init__(self, mounts: list[dict[str, Any]]) -> None:
+        self.mounts = mounts
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        return {"Mounts": self.mounts}
+
+
+def test_the_credentials_and_nothing_else_of_the_sidecars_reach_certbot_read_only(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sidecar.adapters.docker_api import Docker
+    from sidecar.engine import startup
+
+    docker = Docker.__new__(Docker)
+    docker._client = SimpleNamespace(api=_Api([  # type: ignore[attr-defined]
+        {"Type": "volume", "Name": "certs", "Destination": "/etc/letsencrypt"},
+        {"Type": "bind", "Source": "/srv/secrets/cloudflare.ini", "Destination": "/run/secrets/cloudflare.ini"},
+        {"Type": "bind", "Source": "/srv/secrets/alerts", "Destination": "/run/secrets/alerts"},
+        {"Type": "bind", "Source": "/srv/deep.ini", "Destination": "/run/secrets/sub/deep.ini"},
+    ]))
+    found = startup._credentials(docker, "me", Path("/run/secrets"))
+    assert found == {"/srv/secrets/cloudflare.ini": {"bind": "/run/secrets/cloudflare.ini", "mode": "ro"}}
+    docker._client = SimpleNamespace(api=_Api([  # type: ignore[attr-defined]
+        {"Type": "volume", "Name": "dns-credentials", "Destination": "/run/secrets", "RW": False}]))
+    assert startup._credentials(docker, "me", Path("/run/secrets")) == {
+        "dns-credentials": {"bind": "/run/secrets", "mode": "ro"}}
+    docker._client = SimpleNamespace(api=_Api([]))  # type: ignore[attr-defined]
+    assert startup._credentials(docker, "me", Path("/run/secrets")) == {}

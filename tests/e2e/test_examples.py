@@ -29,3 +29,10 @@ def test_sites_file_passes_the_sidecars_own_check(path: str) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_demos_dns01_variant_is_valid_over_the_demo() -> None:
+    demo = ROOT / "examples" / "local-demo"
+    proc = subprocess.run(["docker", "compose", "-f", str(demo / "compose.yml"), "-f", str(demo / "compose.dns01.yml"),
+                           "config", "-q"], capture_output=True, text=True, env={**os.environ, **IMAGES}, timeout=60)
+    assert proc.returncode == 0, proc.stderr

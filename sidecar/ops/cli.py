@@ -17,6 +17,7 @@ Every command prints a table or lines by default and JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import logging
@@ -466,6 +467,7 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     except DockerUnavailable as exc:
         doc["notes"].append(f"container labels not checked: {exc}")
     state = desired.merge(file_sites, label_sites, problems)
+    state = dataclasses.replace(state, problems=state.problems + tuple(_dns_credentials(cfg, state.sites)))
     doc["sites"] = [{"site": s.name, "names": list(s.domains), "source": s.source,
                      "upstreams": [u.url for u in s.upstreams]} for s in state.sites]
     doc["problems"] = [str(p) for p in state.problems]
@@ -482,6 +484,21 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
         for problem in state.problems:
             print(f"{'warning' if problem.kind is ProblemKind.WARNING else 'error'}: {problem}", file=sys.stderr)
     return 0 if doc["ok"] else 1
+
+
+def _dns_credentials(cfg: settings_mod.Settings, sites: Sequence[Any]) -> list[Any]:
+    """The DNS-01 pre-flight of every DNS-01 site (its credentials file there and private), as problems."""
+    from sidecar.core import certbot
+    from sidecar.core.model import Problem
+    from sidecar.engine import credentials
+
+    found = []
+    for site in sites:
+        challenge = certbot.dns_challenge(cfg, site.options)
+        why = credentials.check(cfg.dns_credentials_dir, challenge) if challenge else ""
+        if why:
+            found.append(Problem(f"site {site.name}", why))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -438,3 +438,31 @@ def test_the_credentials_and_nothing_else_of_the_sidecars_reach_certbot_read_onl
         "dns-credentials": {"bind": "/run/secrets", "mode": "ro"}}
     docker._client = SimpleNamespace(api=_Api([]))  # type: ignore[attr-defined]
     assert startup._credentials(docker, "me", Path("/run/secrets")) == {}
+
+
+def test_check_runs_the_credentials_preflight_of_every_dns01_site(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from sidecar.ops import cli
+
+    for key in list(os.environ):
+        if key.startswith(("ACME_", "DNS_", "CERTBOT_IMAGE_", "SITES_", "STATE_", "DOCKER_")):
+            monkeypatch.delenv(key, raising=False)
+    creds = tmp_path / "secrets"
+    creds.mkdir()
+    _write(creds / "rfc2136.ini", RFC2136_INI, 0o640)
+    sites = tmp_path / "sites.yml"
+    sites.write_text("sites:\n"
+                     "  - {domains: ['*.w.example.com'], upstream: http://10.0.0.5:80, challenge: dns-01}\n"
+                     "  - {domains: [h.example.com], upstream: http://10.0.0.5:80}\n")
+    for key, value in {"SITES_FILE": str(sites), "STATE_DIR": str(tmp_path), "DOCKER_HOST": "tcp://127.0.0.1:1",
+                       "ACME_DNS_PROVIDER": "rfc2136", "DNS_CREDENTIALS_DIR": str(creds)}.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["check", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["site"] for s in doc["sites"]] == ["wildcard.w.example.com", "h.example.com"]
+    (problem,) = doc["problems"]
+    assert problem.startswith("site wildcard.w.example.com: DNS-01 via rfc2136: credentials file") \
+        and "is not private (mode 0640" in problem and SECRET not in problem
+    os.chmod(creds / "rfc2136.ini", 0o600)
+    cli.main(["check", "--json"])
+    assert json.loads(capsys.readouterr().out)["problems"] == []

@@ -10,6 +10,7 @@ log() { printf '[tests] %s\n' "$*" >&2; }
 
 start=$SECONDS
 bash .ci/setup-docker.sh
+bash .ci/setup-browser.sh
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/pip" install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "$VENV/bin/python" -c "import sidecar, pytest, docker, jinja2" || { log "FATAL: Python dependencies missing"; exit 1; }

@@ -59,6 +59,7 @@ class SiteStatus:
     next_attempt: datetime | None = None
     last_error: str = ""
     failures: int = 0
+    issuer: str = ""           # the certificate's issuer (common name), "" without one
 
 
 @dataclass(frozen=True)

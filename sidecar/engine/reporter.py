@@ -146,6 +146,7 @@ class Reporter:
                 next_attempt=d.at if d.action == Action.WAIT else None,
                 last_error=attempt.last_error if attempt else "",
                 failures=attempt.failures if attempt else 0,
+                issuer=cert.issuer if cert else "",
             ))
         problems = sorted(str(p) for p in state.problems)
         self.observers.snapshot(PassSnapshot(self.clock(), statuses, problems, budgets, degraded, dict(set_aside or {})))

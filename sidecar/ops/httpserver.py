@@ -5,6 +5,8 @@ HEALTHCHECK, ``docker compose exec sidecar python3 -m sidecar status``) and from
 containers on the sidecar's networks (Prometheus).
 
 ==========================  =================================================================
+``GET /ui``                 the status page: one HTML page for people (``statuspage``); also ``GET /``
+                            when the client asks for HTML (a browser), else ``/`` lists the endpoints (JSON)
 ``GET /healthz``            200 when the last pass finished recently and Docker answered; else 503
 ``GET /metrics``            Prometheus text format (see ``metrics``)
 ``GET /status``             sites, certificates, next renewal and why, errors, certbot logs (JSON)
@@ -36,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sidecar.state import runlogs
 from sidecar.core.events import Event, Kind, PassSnapshot, SiteStatus
 from sidecar.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from sidecar.ops import statuspage
 from sidecar.core.planner import Plan
 from sidecar.core.health import HEALTH_MAX_AGE, assess
 from sidecar.core.names import iso as _iso, utcnow
@@ -47,6 +50,8 @@ log = logging.getLogger("sidecar")
 CERTBOT_ACTIONS = ("issue", "expand", "rekey", "renew")
 # How many events ``GET /events`` can look back on (a burst of 100 sites makes about 500).
 JOURNAL_SIZE = 1000
+PAGE_HEADERS = {"Content-Security-Policy": statuspage.CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
 class StatusBoard:
@@ -154,6 +159,7 @@ def site_row(s: SiteStatus, at: datetime, run: runlogs.RunLog | None) -> dict[st
         "source": s.source,
         "state": s.state,
         "live": s.live,
+        "issuer": s.issuer,
         "not_before": _iso(s.not_before),
         "not_after": _iso(s.not_after),
         "expires_in_days": round((s.not_after - at).total_seconds() / 86400, 1) if s.not_after else None,
@@ -235,6 +241,12 @@ class OpsApp:
         now = self.clock()
         return 200, status_document(last, self.state_dir, now, health(last, docker_ok, error, now, self.max_age))
 
+    def page(self) -> str:
+        """The status page (HTML) from the same documents as ``/status`` and ``/events``, secrets redacted."""
+        _, status = self.status()
+        events = events_document(self.journal, 0)["events"]
+        return statuspage.render_page(redact_doc(status), redact_doc({"e": events})["e"], self.clock())
+
     def plan(self) -> tuple[int, dict[str, Any]]:
         if self.controls is None:
             return 503, {"error": "no reconciler"}
@@ -270,11 +282,13 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
             log.debug("status server: %s %s", self.client_address[0], format % args)
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
+        def _send(self, code: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
@@ -297,9 +311,11 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
                     self._json(*app.plan())
                 elif path == "/events":
                     self._json(*app.events(url.query))
+                elif path == "/ui" or (path == "/" and "text/html" in self.headers.get("Accept", "")):
+                    self._send(200, app.page().encode(), "text/html; charset=utf-8", PAGE_HEADERS)
                 elif path == "/":
-                    self._json(200, {"endpoints": ["/healthz", "/metrics", "/status", "/plan", "/events?since=N",
-                                                   "POST /renew/<site>[?force=1]"]})
+                    self._json(200, {"endpoints": ["/ui", "/healthz", "/metrics", "/status", "/plan",
+                                                   "/events?since=N", "POST /renew/<site>[?force=1]"]})
                 else:
                     self._json(404, {"error": f"no such endpoint: {path}"})
             except Exception as exc:  # noqa: BLE001 - a bad request must not kill the server thread

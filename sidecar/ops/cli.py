@@ -447,16 +447,19 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
         except InputError as exc:
             problems.append(Problem(exc.source, exc.message))
     label_sites: list[Any] = []
+    consumer_view = None
     try:
         from sidecar.adapters.docker_api import Docker
+        from sidecar.sources import consumers
         from sidecar.sources.compat import CompatSources
 
         docker = Docker(timeout=10)
         own_id = docker.own_container_id(cfg.sidecar_container)
         # The same choice of nginx and the same scope as the running sidecar (SITES_SCOPE, Compose project),
         # and the same reading of nginx-proxy variables and Traefik labels (COMPAT_NGINX_PROXY, COMPAT_TRAEFIK).
-        view = CompatSources(cfg, docker.container_env).view(
-            docker.list_containers(), docker.find_container(own_id) if own_id else None)
+        listed, me = docker.list_containers(), docker.find_container(own_id) if own_id else None
+        view = CompatSources(cfg, docker.container_env).view(listed, me)
+        consumer_view = consumers.read_consumers(listed, cfg, me, view.nginx)  # (acme.consumer labels)
         if view.nginx is None:
             doc["notes"].append("nginx container not found (NGINX_CONTAINER or the label "
                                 f"{cfg.nginx_label}=true); label sites are checked without its networks")
@@ -467,6 +470,8 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
     except DockerUnavailable as exc:
         doc["notes"].append(f"container labels not checked: {exc}")
     state = desired.merge(file_sites, label_sites, problems)
+    if consumer_view is not None:
+        state = consumers.attach(state, consumer_view, cfg.label_prefix)[0]
     state = dataclasses.replace(state, problems=state.problems + tuple(_dns_credentials(cfg, state.sites)))
     doc["sites"] = [{"site": s.name, "names": list(s.domains), "source": s.source,
                      "upstreams": [u.url for u in s.upstreams]} for s in state.sites]
@@ -479,8 +484,8 @@ def _check(cfg: settings_mod.Settings, as_json: bool) -> int:
         for note in doc["notes"]:
             print(note)
         for site in state.sites:
-            print(f"site {site.name}: {', '.join(site.domains)} -> {', '.join(u.url for u in site.upstreams)}"
-                  f" ({site.source})")
+            print(f"site {site.name}: {', '.join(site.domains)} -> "
+                  f"{', '.join(u.url for u in site.upstreams) or 'certificate only'} ({site.source})")
         for problem in state.problems:
             print(f"{'warning' if problem.kind is ProblemKind.WARNING else 'error'}: {problem}", file=sys.stderr)
     return 0 if doc["ok"] else 1

@@ -117,6 +117,8 @@ def test_consumers_follow_sites_scope_and_never_count_nginx(tmp_path: Path) -> N
     assert [c.container for c in view.consumers] == ["inside"] and view.ids == {inside.id}
     view = read_consumers([inside, outside, nginx], Settings(), None, nginx)
     assert [c.container for c in view.consumers] == ["inside", "outside"]
+    restarting = replace(consumer_container("waiting", "w.example.com"), running=False)  # (until its file is there)
+    assert [c.container for c in read_consumers([restarting], Settings(), None, None).consumers] == ["waiting"]
 
 
 def _view(*containers: ContainerInfo) -> ConsumerView:
@@ -345,3 +347,41 @@ def test_hook_failures_are_counted_and_alerted_once_per_container_until_it_works
     assert len(p.on_event(_hook_event(Kind.CONSUMER_FAILED))) == 1  # after it worked, news again
     renewed = p.on_event(Event(Kind.CERT_RENEWED, NOW, "mail.example.com", "", {"not_after": NOW}))
     assert "works again" not in renewed[0].body  # (a hook's failure is not the certificate's)
+
+
+# -- check ----------------------------------------------------------------------------------------
+class CheckDocker:
+    """What ``check`` asks of Docker: the containers, the sidecar itself, environments (compat sources)."""
+
+    def __init__(self, timeout: float = 10) -> None:
+        self.listed = [NGINX, consumer_app("m", "mail.example.com", "SIGHUP"),
+                       ContainerInfo("b" * 8, "bad", {"acme.consumer": "x.example.com", "acme.consumer.signal": "x"},
+                                     {"web": "10.0.0.8"})]
+
+    def own_container_id(self, configured: str | None) -> None:
+        return None
+
+    def list_containers(self) -> list[ContainerInfo]:
+        return self.listed
+
+    def find_container(self, name_or_id: str) -> None:
+        return None
+
+    def container_env(self, container_id: str) -> dict[str, str]:
+        return {}
+
+
+def test_check_lists_consumer_sites_and_their_label_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from sidecar.adapters import docker_api
+    from sidecar.ops import cli
+
+    for key in list(__import__("os").environ):
+        if key.startswith(("ACME_", "SITES_", "STATE_", "DOCKER_", "NGINX_")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(docker_api, "Docker", CheckDocker)
+    assert cli.main(["check"]) == 1
+    out, err = capsys.readouterr()
+    assert "site mail.example.com: mail.example.com -> certificate only (consumer container m)" in out
+    assert "error: container bad label acme.consumer.signal: 'x' is not restart" in err

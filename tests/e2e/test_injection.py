@@ -295,6 +295,9 @@ def check_meaning(site: Site, text: str, tree: list[Any], asked: dict[str, str])
         assert o.max_body_size == asked["max_body_size"].strip().lower()
     includes = [a[0] for n, a, _ in main[0] if n == "include"]
     assert includes == [f"{SNIPPETS}/{site.name}/*.conf"], includes
+    # the group decides who may share the site (it is not part of nginx's config)
+    if "group" in asked:
+        assert site.owner is not None and (site.owner.kind.value, site.owner.name) == ("group", asked["group"].strip())
 
 
 def check_label_case(box: NginxBox, given_labels: dict[str, str]) -> None:
@@ -343,6 +346,7 @@ VALID_OPTIONS: dict[str, list[str]] = {
     "profile": ["classic", "tlsserver", "shortlived"],
     "challenge": ["http-01", "dns-01", "DNS-01"],
     "dns_provider": ["rfc2136", "cloudflare:work"],
+    "group": ["billing", " team-a ", "web_1.eu"],
     "header.X-Frame-Options": ["DENY", "SAMEORIGIN"],
     # "default-src 'self'; img-src *" is refused: options forbids ' and ; in header values (see the report)
     "header.Content-Security-Policy": ["default-src https:", "upgrade-insecure-requests"],
@@ -520,4 +524,4 @@ def test_the_oracle_knows_every_option(box: NginxBox) -> None:
     covered = {"tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile", "challenge",
                "dns_provider"}
     assert set(options.OPTION_KEYS) <= covered, set(options.OPTION_KEYS) - covered
-    assert set(labels.KNOWN_KEYS) <= {"domains", "port", "network", "scheme"}
+    assert set(labels.KNOWN_KEYS) <= {"domains", "port", "network", "scheme", "group"}

@@ -13,7 +13,6 @@ A missing Chromium is an error, never a skip: ``.ci/setup-browser.sh`` installs 
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import select
@@ -46,17 +45,12 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="chromium-profile-")
         cmd_r, self._cmd_w = os.pipe()
         self._res_r, res_w = os.pipe()
-
-        def child() -> None:  # fd 3: commands in, fd 4: answers out
-            a, b = fcntl.fcntl(cmd_r, fcntl.F_DUPFD, 10), fcntl.fcntl(res_w, fcntl.F_DUPFD, 10)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
+        # Chromium wants the pipe as its fd 3 (commands in) and fd 4 (answers out): bash puts them there
+        # (dash takes single-digit descriptors only).
         self._proc = subprocess.Popen(
-            [chromium_binary(), *FLAGS, f"--user-data-dir={self._profile}", f"--window-size={width},{height}",
-             "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=child, close_fds=False)
+            ["bash", "-c", f'exec "$0" "$@" 3<&{cmd_r} 4>&{res_w}', chromium_binary(), *FLAGS,
+             f"--user-data-dir={self._profile}", f"--window-size={width},{height}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(cmd_r, res_w))
         os.close(cmd_r)
         os.close(res_w)
         self._buffer = b""

@@ -292,6 +292,18 @@ def test_a_renewal_tells_each_consumer_its_way_and_a_consumer_started_later_is_n
                                   ("restart", "l" * 8)]
 
 
+
+def test_a_consumer_of_a_served_site_s_names_is_told_when_that_certificate_changes(tmp_path: Path) -> None:
+    r, docker, certbot, seen, side, _ = with_hooks(tmp_path, [app("a", "a.example.com,www.a.example.com"),
+                                                              consumer_app("m", "a.example.com www.a.example.com")])
+    r.run_pass()
+    assert certbot.runs == ["a.example.com"]  # one certificate, served and used
+    assert (r.settings.conf_dir / "sidecar-site-a.example.com.conf").is_file()
+    assert side.calls == [("restart", "m" * 8)]
+    r.request_renewal("a.example.com", force=True)
+    r.run_pass()
+    assert side.calls == [("restart", "m" * 8)] * 2
+
 def test_a_failing_hook_is_reported_retried_on_the_back_off_and_holds_nothing_up(tmp_path: Path) -> None:
     r, docker, certbot, seen, side, clock = with_hooks(
         tmp_path, [consumer_app("x", "mail.example.com", "exec:reload"), app("a", "a.example.com")])

@@ -182,7 +182,9 @@ class Reconciler:
             log.info("first pass done in %.2fs (planned after %.2fs): %d site%s, %d certificate%s on disk, "
                      "%d requested", time.monotonic() - started, first_plan[0], n, "" if n == 1 else "s",
                      len(snap.lineages), "" if len(snap.lineages) == 1 else "s", first_plan[1])
-        wakeups = [t for t in (work.next_wakeup, self.ari.next_recheck(self.clock())) if t is not None]
+        now = self.clock()
+        wakeups = [t for t in (work.next_wakeup, self.ari.next_recheck(now), self.publisher.retry_at(now))
+                   if t is not None]
         return min(wakeups) if wakeups else None
 
     # -- the steps of a pass -------------------------------------------------------

@@ -16,6 +16,7 @@ import html
 import logging
 import os
 import time
+from datetime import datetime, timedelta
 from typing import Callable, ContextManager, Mapping
 
 from sidecar.adapters import nginx, probe
@@ -46,6 +47,7 @@ PENDING_PAGE = """<!doctype html>
 </body></html>
 """
 LOADED_FILE = "nginx-loaded.sha256"  # what the last reload loaded (see _remember_loaded)
+RETRY_SECONDS = (5.0, 300.0)  # after a failed publish: first retry, longest wait (see retry_at)
 
 Fingerprint = tuple[object, ...]
 
@@ -63,6 +65,7 @@ class Publisher:
         self._outside: Fingerprint | None = None  # hand-written files and their certificates, as last loaded
         self._pages: dict[str, str] | None = None  # pending pages written: name -> content
         self.broken = BrokenConfs(settings.conf_dir, settings.broken_conf == "set-aside", reporter)
+        self.failures = 0  # publishes in a row that changed nothing because of an error (see retry_at)
 
     def traits(self, nginx_id: str) -> render.NginxTraits:
         if self._traits is not None and self._traits[0] == nginx_id:
@@ -151,9 +154,12 @@ class Publisher:
                     continue  # a hand-written file held everything back: try again without it
                 log.error("%s", exc)
                 self.reporter.emit(Kind.NGINX_REJECTED, "", str(exc), file="", error=str(exc))
+                self.failures += 1
                 return False
         else:
+            self.failures += 1
             return False
+        self.failures = 0
         fingerprint = self._outside_fingerprint(snap)
         owned = nginx.owned_files(s.conf_dir)
         outside_reload = False
@@ -169,6 +175,15 @@ class Publisher:
                      "" if len(result.written) == 1 else "s", len(result.removed))
             self.reporter.emit(Kind.RELOAD, "", "nginx reloaded", written=result.written, removed=result.removed)
         return result.reloaded
+
+    def retry_at(self, now: datetime) -> datetime | None:
+        """After a publish that failed as a whole (the conf volume full or read-only, nginx -t or the
+        reload refused): when to try again, from 5 s backing off to 5 min. Nothing else may wake the
+        loop: freeing disk space is no event, and the certificates are there already."""
+        if not self.failures:
+            return None
+        first, longest = RETRY_SECONDS
+        return now + timedelta(seconds=min(first * 2 ** min(self.failures - 1, 16), longest))
 
     def _rejected(self, filename: str, reason: str) -> None:
         if self.rejected.get(filename) == reason:

@@ -183,12 +183,17 @@ class Docker:
                 return found.id
         return None
 
-    def mounts_for(self, container_id: str, destinations: list[str]) -> dict[str, dict[str, str]]:
-        """Volume binds (as ``containers.run(volumes=...)`` wants) for the given mount points."""
+    def _mounts(self, container_id: str) -> list[dict[str, Any]]:
+        """The container's mounts, each with ``source``: a volume's name or a bind mount's host path."""
         try:
             mounts = self._client.api.inspect_container(container_id).get("Mounts") or []
         except _DOCKER_ERRORS as exc:
             raise DockerUnavailable(f"inspecting container {container_id[:12]} failed: {exc}") from exc
+        return [{**m, "source": m.get("Name") if m.get("Type") == "volume" else m.get("Source")} for m in mounts]
+
+    def mounts_for(self, container_id: str, destinations: list[str]) -> dict[str, dict[str, str]]:
+        """Volume binds (as ``containers.run(volumes=...)`` wants) for the given mount points."""
+        mounts = self._mounts(container_id)
         binds: dict[str, dict[str, str]] = {}
         for dest in destinations:
             mount = next((m for m in mounts if m.get("Destination") == dest), None)
@@ -196,22 +201,17 @@ class Docker:
                 raise ConfigError(
                     f"the sidecar container has no volume mounted at {dest}; mount the shared volume there"
                 )
-            source = mount.get("Name") if mount.get("Type") == "volume" else mount.get("Source")
-            binds[source] = {"bind": dest, "mode": "rw"}
+            binds[mount["source"]] = {"bind": dest, "mode": "rw"}
         return binds
 
     def mounts_under(self, container_id: str, directory: str) -> dict[str, dict[str, str]]:
         """Read-only volume binds for the container's mounts at ``directory`` and directly inside it
         (a Docker secret is a file mounted there); {} when there are none."""
-        try:
-            mounts = self._client.api.inspect_container(container_id).get("Mounts") or []
-        except _DOCKER_ERRORS as exc:
-            raise DockerUnavailable(f"inspecting container {container_id[:12]} failed: {exc}") from exc
         binds: dict[str, dict[str, str]] = {}
-        for mount in mounts:
+        for mount in self._mounts(container_id):
             dest = str(mount.get("Destination") or "")
             if dest == directory or dest.rsplit("/", 1)[0] == directory:
-                source = mount.get("Name") if mount.get("Type") == "volume" else mount.get("Source")
+                source = mount["source"]
                 if source:
                     binds[str(source)] = {"bind": dest, "mode": "ro"}
         return binds

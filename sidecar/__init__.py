@@ -1,21 +1,15 @@
 """nginx-acme-sidecar: HTTPS for many sites behind a stock nginx container.
 
-Layout (pure core, thin edges):
+The folders are the layers, imports only go downward (checked by ``lint-imports``):
 
-- ``settings``   typed settings from the environment
-- ``model``      frozen domain types (sites, certificates, containers)
-- ``domains``    strict domain-name validation
-- ``labels``     container labels -> sites          (pure)
-- ``options``    per-site options (TLS, HSTS, headers, ...) validated (pure)
-- ``sitesfile``  YAML sites file -> sites           (pure)
-- ``desired``    merge sources, resolve conflicts   (pure)
-- ``certs``      read certificates with cryptography (pure parse + a small reader)
-- ``planner``    desired + observed + now -> actions (pure)
-- ``render``     sites + certificates -> nginx files (pure, Jinja2 templates)
-- ``certbot``    certbot arguments and failure classification (pure)
-- ``docker_api`` the only module that imports ``docker``
-- ``nginx``      transactional apply: write, ``nginx -t``, reload, roll back
-- ``reconciler`` the level-triggered loop that ties them together
+- ``ops``       command line, HTTP status server and page, metrics, alerts
+- ``engine``    the loop and its parts: world (snapshot), issuer, publisher, reporter, hooks
+- ``sources``   what is wanted (labels, sites file, hand-written confs, consumers, compat
+                readers) and the triggers that wake the loop
+- ``adapters``  one module per third party: Docker (the only one importing ``docker``),
+                certbot runner, ARI, nginx installer, probes
+- ``state``     what is on disk: lineages, ledger, placeholders, run logs, atomic writes
+- ``core``      pure decisions: model, validation, planner, schedule, rate limits, rendering
 """
 
 __version__ = "0.1.0"

@@ -148,7 +148,8 @@ def test_a_broken_hand_written_file_is_set_aside_and_every_other_site_keeps_bein
              not in f, timeout=20)
     wait_for("health ok", lambda: byo.api("/healthz")["status"] == "ok", timeout=20)
     assert byo.status()["set_aside"] == {}
-    assert byo.http("broken.demo.test")[0] == 204  # nginx serves the fixed file
+    # nginx serves the fixed file (once the reload's new workers answer: a reload is asynchronous)
+    wait_for("the fixed file served", lambda: byo.http("broken.demo.test")[0] == 204, timeout=10)
     byo.no_event(Kind.CONF_SET_ASIDE, since=since, deadline=1)
     code, _ = byo.exec("sidecar", "rm", "/etc/nginx/conf.d/broken.conf")
     assert code == 0

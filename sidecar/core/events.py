@@ -28,6 +28,7 @@ class Kind(str, enum.Enum):
     CERT_EXPIRING = "cert_expiring"      # close to expiry without a successful renewal; details: not_after
     RELOAD = "reload"                    # details: written, removed
     NGINX_REJECTED = "nginx_rejected"    # details: file, error
+    PLACEHOLDER_WRITTEN = "placeholder_written"  # a hand-written config's certificate, until the real one; details: domains
     CONF_SET_ASIDE = "conf_set_aside"    # a hand-written file nginx rejects was renamed; details: file, aside, error
     INPUT_PROBLEM = "input_problem"      # details: source, message
     DOMAIN_CONFLICT = "domain_conflict"  # also an input_problem; site: the holder's; details: source, error

@@ -88,6 +88,8 @@ class Publisher:
                     written = idle and placeholder.write_placeholder(self.settings.certs_dir, site.name, site.domains)
                 if written:
                     wrote = True
+                    self.reporter.emit(Kind.PLACEHOLDER_WRITTEN, site.name, "placeholder certificate written",
+                                       domains=list(site.domains), source=site.source)
                     log.info("site %s: placeholder certificate written so nginx accepts %s until the real one "
                              "is issued", site.name, site.source.removeprefix("nginx config "))
             except (OSError, ValueError) as exc:

@@ -65,9 +65,9 @@ def test_hand_written_config_with_a_missing_certificate_gets_one(byo: Stack) -> 
     issued = byo.wait_event(Kind.CERT_ISSUED, "byo-cert", since, timeout=10)
     assert issued.details["action"] == "issue"
     assert byo.events(since, Kind.SITE_ADDED, "byo-cert")[0].details["domains"] == ["byo.demo.test"]
-    # The engine emits no event for the placeholder that lets nginx load the file before the
-    # certificate exists: its log line is the only sign of it.
-    assert "site byo-cert: placeholder certificate written" in byo.logs()
+    # a placeholder let nginx load the file before the certificate existed
+    placeholder = byo.events(since, Kind.PLACEHOLDER_WRITTEN, "byo-cert")
+    assert [e.details["domains"] for e in placeholder] == [["byo.demo.test"]] and placeholder[0].seq < issued.seq
     # the generated sites were not disturbed
     assert byo.https("a.demo.test").status == 200
 

@@ -269,6 +269,8 @@ def test_no_placeholder_is_written_while_certbot_works_on_that_lineage(tmp_path:
         assert not (r.settings.certs_dir / "live" / "h.example.com").exists()
     assert r.publisher.placeholders((site,), {})
     assert (r.settings.certs_dir / "live" / "h.example.com" / "fullchain.pem").is_file()
+    (written,) = [e for e in seen.events if e.kind == Kind.PLACEHOLDER_WRITTEN]
+    assert (written.site, written.details["domains"]) == ("h.example.com", ["h.example.com"])
 
 
 def test_a_failing_pass_is_retried_and_never_ends_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,6 @@ the README's ``docs/status-page.png`` instead).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import pytest
 from sidecar.core.events import Kind
 
 from ..support.chromium import Browser
+from ..support.net import http_get
 from .stack import ARTIFACTS, ROOT, Stack, wait_for
 
 FRESH = "fresh.demo.test"
@@ -109,13 +109,7 @@ def test_the_page_shows_every_site_the_issued_and_the_failed_one_without_a_conso
 
 
 def _get(stack: Stack, path: str, accept: str | None) -> tuple[int, dict[str, str], str]:
-    conn = http.client.HTTPConnection("127.0.0.1", int(stack.env["STATUS_PORT_HOST"]), timeout=5)
-    try:
-        conn.request("GET", path, headers={"Accept": accept} if accept else {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode()
-    finally:
-        conn.close()
+    return http_get(int(stack.env["STATUS_PORT_HOST"]), "127.0.0.1", path, headers={"Accept": accept} if accept else None)
 
 
 @pytest.mark.parametrize("accept", [None, "application/json", "*/*"], ids=["no-accept", "json", "any"])

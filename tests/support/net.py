@@ -95,14 +95,16 @@ def tls_get(port: int, sni: str, path: str = "/", ca: str | ssl.SSLContext = "",
     return Response(status, headers, body, x509.load_der_x509_certificate(der))
 
 
-def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, dict[str, str], str]:
+def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
     """GET http://<host><path> through 127.0.0.1:<port>: (status, headers in lower case, body)."""
-    return _get(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout), host, path)
+    return _get(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout), host, path, headers)
 
 
-def _get(conn: http.client.HTTPConnection, host: str, path: str) -> tuple[int, dict[str, str], str]:
+def _get(conn: http.client.HTTPConnection, host: str, path: str,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
     try:
-        conn.request("GET", path, headers={"Host": host})
+        conn.request("GET", path, headers={"Host": host, **(headers or {})})
         resp = conn.getresponse()
         body = resp.read().decode("utf-8", "replace")
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import re
 from datetime import datetime, timedelta
 from typing import Any, Iterator
@@ -19,6 +18,7 @@ from sidecar.ops.httpserver import OpsApp, StatusBoard, StatusServer
 from sidecar.ops.metrics import Metrics
 from sidecar.ops.statuspage import lifetime_bar, relative, render_page
 
+from ..support.net import http_get
 from .builders import NOW
 
 DAY = timedelta(days=1)
@@ -118,13 +118,7 @@ def server() -> Iterator[tuple[int, StatusBoard, OpsApp]]:
 
 
 def _get(port: int, path: str, accept: str | None = None) -> tuple[int, dict[str, str], str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path, headers={"Accept": accept} if accept else {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode()
-    finally:
-        conn.close()
+    return http_get(port, "127.0.0.1", path, headers={"Accept": accept} if accept else None)
 
 
 @pytest.mark.parametrize(

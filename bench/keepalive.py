@@ -323,11 +323,7 @@ class Stack:
             (logdir / f"{self.project}-sidecar.log").write_bytes(self.service("sidecar").logs())
         except Exception:  # noqa: BLE001 - diagnostics only
             pass
-        for c in self.client.containers.list(all=True, filters={"label": f"{bench.RUN_LABEL}={self.project}"}):
-            try:
-                c.remove(force=True)
-            except docker.errors.APIError:
-                pass
+        bench.remove_run_containers(self.client, self.project)
         self.compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
         shutil.rmtree(self.sites_dir, ignore_errors=True)
 

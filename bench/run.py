@@ -66,6 +66,15 @@ PEBBLE_TEMPLATE = "/etc/pebble/pebble-config.json.tmpl"
 PEBBLE_TEMPLATE_OVERRIDE: Path | None = None
 
 
+def remove_run_containers(client: Any, project: str) -> None:
+    """Remove every container a run started itself (labelled ``RUN_LABEL=project``), in any state."""
+    for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={project}"}):
+        try:
+            c.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
 def pebble_template_without_retry_after(dest_dir: Path) -> Path:
     text = (DEMO / "pebble" / "pebble-config.json.tmpl").read_text()
     stripped = re.sub(r'\s*"retryAfter"\s*:\s*\{[^}]*\},?', "", text)
@@ -511,11 +520,7 @@ class SidecarBench(Tool):
                     (self.logdir / f"sidecar-n{n}-run{k}.log").write_bytes(sidecar.logs())
                 except Exception:  # noqa: BLE001
                     pass
-            for c in self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={project}"}):
-                try:
-                    c.remove(force=True)
-                except docker.errors.APIError:
-                    pass
+            remove_run_containers(self.client, project)
             compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
             shutil.rmtree(sites_dir, ignore_errors=True)
         return res
@@ -575,11 +580,7 @@ class Env:
         return c, wait_for("Pebble", ready, timeout=90, interval=0.3)
 
     def close(self) -> None:
-        for c in self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.project}"}):
-            try:
-                c.remove(force=True)
-            except docker.errors.APIError:
-                pass
+        remove_run_containers(self.client, self.project)
         try:
             self.network.remove()
         except docker.errors.APIError:

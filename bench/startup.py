@@ -223,8 +223,7 @@ def one_run(client: docker.DockerClient, images: dict[str, str], n: int, k: int,
     except Exception as exc:  # noqa: BLE001
         res.starts.append(Start("setup", error=f"{type(exc).__name__}: {exc}"))
     finally:
-        for c in client.containers.list(all=True, filters={"label": f"{bench.RUN_LABEL}={project}"}):
-            c.remove(force=True)
+        bench.remove_run_containers(client, project)
         compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
         shutil.rmtree(sites_dir, ignore_errors=True)
     return res

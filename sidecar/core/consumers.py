@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
+from sidecar.core.planner import backoff_delay
+
 SIGNAL_NAMES = ("HUP", "INT", "QUIT", "USR1", "USR2", "TERM", "KILL", "WINCH", "ALRM", "CONT", "PWR")
 EXEC_PREFIX = "exec:"
 
@@ -136,5 +138,5 @@ def delivered(record: Delivery, serial: int) -> Delivery:
 def failed(record: Delivery, error: str, now: datetime, backoff: tuple[timedelta, ...]) -> Delivery:
     """One more failed attempt: retried after the back-off schedule's wait for that many failures."""
     failures = record.failures + 1
-    wait = backoff[min(failures, len(backoff)) - 1] if backoff else timedelta(minutes=1)
+    wait = backoff_delay(failures, backoff) if backoff else timedelta(minutes=1)
     return replace(record, failures=failures, retry_at=now + wait, last_error=error)

@@ -21,6 +21,7 @@ from sidecar.core.domains import DomainError, parse_domain_list
 from sidecar.core.model import ContainerInfo, DesiredState, Problem, Site, SourceKind
 from sidecar.core.settings import Settings
 from sidecar.sources.containers import in_scope
+from sidecar.sources.labels import label_source
 
 SIGNAL_KEY = "signal"
 
@@ -35,28 +36,23 @@ class ConsumerView:
     ids: frozenset[str]             # containers whose events can change what is wanted
 
 
-def _source(container: ContainerInfo, key: str) -> str:
-    shown = key if key.isprintable() and len(key) <= 100 else repr(key[:100])
-    return f"container {container.name} label {shown}"
-
-
 def consumer_from_container(container: ContainerInfo, prefix: str) -> tuple[Consumer, Site] | Problem | None:
     """The container's consumer and the site its certificate needs, a Problem, or None if it is none."""
     key = f"{prefix}.consumer"
     extra = sorted(k for k in container.labels if k.startswith(key + "."))
     if key not in container.labels:
-        return Problem(_source(container, extra[0]), f"needs {key}=<names> as well") if extra else None
+        return Problem(label_source(container, extra[0]), f"needs {key}=<names> as well") if extra else None
     unknown = [k for k in extra if k != f"{key}.{SIGNAL_KEY}"]
     if unknown:
-        return Problem(_source(container, unknown[0]), f"unknown label (known: {key}, {key}.{SIGNAL_KEY})")
+        return Problem(label_source(container, unknown[0]), f"unknown label (known: {key}, {key}.{SIGNAL_KEY})")
     try:
         domains = parse_domain_list(container.labels[key])
     except DomainError as exc:
-        return Problem(_source(container, key), str(exc))
+        return Problem(label_source(container, key), str(exc))
     try:
         signal = parse_signal(container.labels.get(f"{key}.{SIGNAL_KEY}", "restart"))
     except ValueError as exc:
-        return Problem(_source(container, f"{key}.{SIGNAL_KEY}"), str(exc))
+        return Problem(label_source(container, f"{key}.{SIGNAL_KEY}"), str(exc))
     site = Site(domains=domains, upstreams=(), source=f"consumer container {container.name}",
                 source_kind=SourceKind.CONSUMER, created=container.created,
                 notes=(f"certificate only (no vhost) for container {container.name}",))

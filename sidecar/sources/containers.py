@@ -8,8 +8,7 @@ from sidecar.core import options
 from sidecar.core.model import ContainerInfo, Problem, Site
 from sidecar.core.settings import Settings
 from sidecar.sources import labels
-
-COMPOSE_PROJECT = "com.docker.compose.project"
+from sidecar.sources.labels import COMPOSE_PROJECT
 
 
 def defaults_of(settings: Settings) -> options.Defaults:

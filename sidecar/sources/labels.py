@@ -36,8 +36,8 @@ SWARM_SERVICE = "com.docker.swarm.service.name"
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
-def _label_source(container: ContainerInfo, key: str) -> str:
-    # Label keys are arbitrary text: keep the problem on one line.
+def label_source(container: ContainerInfo, key: str) -> str:
+    """Where a label problem came from, on one line (label keys are arbitrary text)."""
     shown = key if key.isprintable() and len(key) <= 100 else repr(key[:100])
     return f"container {container.name} label {shown}"
 
@@ -54,7 +54,7 @@ def owner_of(container: ContainerInfo, prefix: str) -> Owner | Problem:
     if key in container.labels:
         group = container.labels[key].strip()
         if not GROUP_NAME.fullmatch(group):
-            return Problem(_label_source(container, key),
+            return Problem(label_source(container, key),
                            f"{group[:40]!r} is not a group name (1-63 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit)")
         return Owner(OwnerKind.GROUP, group, key)
@@ -82,21 +82,21 @@ def site_from_container(
     )
     if unknown:
         known = [p + k for k in KNOWN_KEYS + options.OPTION_KEYS] + [p + options.HEADER_PREFIX + "<Name>"]
-        return Problem(_label_source(container, p + unknown[0]), f"unknown label (known: {', '.join(known)})")
+        return Problem(label_source(container, p + unknown[0]), f"unknown label (known: {', '.join(known)})")
     try:
         domains = parse_domain_list(labels["domains"], wildcard=True)
     except DomainError as exc:
-        return Problem(_label_source(container, p + "domains"), str(exc))
+        return Problem(label_source(container, p + "domains"), str(exc))
 
     scheme = labels.get("scheme", "http").strip().lower()
     if scheme not in ("http", "https"):
-        return Problem(_label_source(container, p + "scheme"), f"{scheme[:40]!r} must be http or https")
+        return Problem(label_source(container, p + "scheme"), f"{scheme[:40]!r} must be http or https")
 
     if "port" in labels:
         try:
             port = parse_port(labels["port"].strip())
         except ValueError as exc:
-            return Problem(_label_source(container, p + "port"), str(exc))
+            return Problem(label_source(container, p + "port"), str(exc))
     elif len(container.exposed_ports) == 1:
         port = container.exposed_ports[0]
     else:
@@ -107,12 +107,12 @@ def site_from_container(
     if wanted:
         if wanted not in container.networks:
             return Problem(
-                _label_source(container, p + "network"),
+                label_source(container, p + "network"),
                 f"container is not attached to network {wanted[:80]!r}",
             )
         if wanted not in shared:
             return Problem(
-                _label_source(container, p + "network"),
+                label_source(container, p + "network"),
                 f"nginx is not attached to network {wanted[:80]!r}",
             )
         network = wanted
@@ -139,7 +139,7 @@ def site_from_container(
             defaults,
         )
     except options.OptionError as exc:
-        return Problem(_label_source(container, p + exc.key), str(exc))
+        return Problem(label_source(container, p + exc.key), str(exc))
 
     owner = owner_of(container, prefix)
     if isinstance(owner, Problem):

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Mapping
 
 from sidecar.adapters.ari import AriClient, AriWindows
 from sidecar.adapters.docker_api import Docker
@@ -26,7 +26,7 @@ from sidecar.adapters.nginx import DockerNginx
 from sidecar.core import ratelimits, render
 from sidecar.core.errors import DockerUnavailable, SidecarError
 from sidecar.core.events import Kind
-from sidecar.core.model import Site
+from sidecar.core.model import Certificate, Site
 from sidecar.core.names import utcnow
 from sidecar.core.planner import Policy
 from sidecar.core.schedule import Work, schedule
@@ -153,7 +153,7 @@ class Reconciler:
         try:
             while True:
                 snap = snap.with_lineages(self.lineages)
-                work = self._work(snap.desired.sites)
+                work = self._work(snap.desired.sites, snap.lineages)
                 self._status(snap, work)
                 first_plan = first_plan or (time.monotonic() - started, len(work.plan.to_run))
                 self._submit(work, burst)
@@ -174,7 +174,7 @@ class Reconciler:
         if burst.ready:
             self.publisher.publish(snap)
         self.hooks.deliver(snap.consumers, snap.lineages)
-        work = self._work(snap.desired.sites)
+        work = self._work(snap.desired.sites, snap.lineages)
         self._status(snap, work)
         self.reporter.plan(work)
         if self.passes == 1 and first_plan is not None:
@@ -208,9 +208,12 @@ class Reconciler:
             fresh = dataclasses.replace(fresh, nginx=snap.nginx, nginx_addr=snap.nginx_addr)
         return fresh, fresh.desired.sites != snap.desired.sites
 
-    def _work(self, sites: tuple[Site, ...], ask_ari: bool = True) -> Work:
+    def _work(self, sites: tuple[Site, ...], lineages: Mapping[str, Certificate] | None = None,
+              ask_ari: bool = True) -> Work:
+        """``lineages``: the snapshot's (read for these sites just now); a preview reads them itself."""
         now = self.clock()
-        lineages = self.lineages.for_sites(sites)[0]
+        if lineages is None:
+            lineages = self.lineages.for_sites(sites)[0]
         attempts = self.ledger.attempts_now({s.name for s in sites}, forget=ask_ari)  # (a preview changes nothing)
         windows = self.ari.windows({s.name: lineages[s.name] for s in sites if s.name in lineages}, now, ask=ask_ari)
         return schedule(sites, lineages, attempts, self.ledger.usage(self.issuer.account_paused_until),

@@ -265,8 +265,9 @@ def test_a_certificate_made_due_is_renewed_by_certbot_and_served(mig: Any) -> No
     assert [(e.site, e.details["action"]) for e in requested] == [(name, "renew")]
     assert "due since" in requested[0].message
     assert orders(proxy) == [(name,)]  # exactly one order, for the due certificate
-    row = s.status()["rows"][name]
-    assert row["state"] == "ok" and "adopted" not in row["why"]
+    # /status is written at the loop's next step after the reload that served it (a quarter second later)
+    row = wait_for(f"{name} ok in /status", lambda: (x := s.status()["rows"][name])["state"] == "ok" and x, timeout=10)
+    assert "adopted" not in row["why"]
     # The adopted files were never touched: what the test wrote is still there, byte for byte.
     code, out = s.exec("sidecar", "sha256sum", f"/etc/nginx/certs/{name}/fullchain.pem",
                        f"/etc/nginx/certs/{name}/key.pem")

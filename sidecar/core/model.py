@@ -69,6 +69,7 @@ class SiteOptions:
     origins: tuple[tuple[str, str], ...] = ()
     challenge: str | None = None  # "http-01" | "dns-01"; None: ACME_CHALLENGE
     dns_provider: str | None = None  # "rfc2136", "cloudflare:work", ... (core.dns); None: ACME_DNS_PROVIDER
+    http3: bool | None = None  # HTTP/3 (QUIC) next to HTTP/2; None: HTTP3
 
     def origin(self, key: str) -> str:
         return dict(self.origins).get(key, "default")

@@ -22,6 +22,8 @@ key                value                                           default
 ``challenge``      ``http-01`` or ``dns-01``                       ``ACME_CHALLENGE``
 ``dns_provider``   a certbot DNS plugin (``core.dns``), e.g.       ``ACME_DNS_PROVIDER``
                    ``rfc2136`` or ``cloudflare:work``
+``http3``          ``on`` or ``off``: HTTP/3 over QUIC on 443/udp   ``HTTP3``
+                   with ``Alt-Svc`` advertised
 =================  ==============================================  =====================
 
 Wildcard names (``*.example.com``) are accepted only for a site validated over DNS-01; a
@@ -40,7 +42,7 @@ from sidecar.core.model import Hsts, SiteOptions
 from sidecar.core.names import PROFILE_NAME
 
 OPTION_KEYS = ("tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile", "challenge",
-               "dns_provider")
+               "dns_provider", "http3")
 HEADER_PREFIX = "header."
 MAX_HEADERS = 20
 MAX_HEADER_VALUE = 1024
@@ -180,15 +182,23 @@ def parse_redirect(raw: object, domains: tuple[str, ...]) -> str:
     return value
 
 
-def parse_websocket(raw: object) -> bool:
-    if isinstance(raw, bool):
+def _on_off(key: str, raw: object) -> bool:
+    if isinstance(raw, bool):  # YAML 1.1 reads a bare on/off as a boolean
         return raw
-    value = _text("websocket", raw).lower()
+    value = _text(key, raw).lower()
     if value in ("on", "true", "yes", "1"):
         return True
     if value in ("off", "false", "no", "0"):
         return False
-    raise OptionError("websocket", f"{_show(raw)} must be on or off")
+    raise OptionError(key, f"{_show(raw)} must be on or off")
+
+
+def parse_websocket(raw: object) -> bool:
+    return _on_off("websocket", raw)
+
+
+def parse_http3(raw: object) -> bool:
+    return _on_off("http3", raw)
 
 
 def parse_key_type(raw: object) -> str:
@@ -275,6 +285,7 @@ def build(
     acme_profile = parse_profile(values["profile"]) if "profile" in values else None
     challenge = parse_challenge(values["challenge"]) if "challenge" in values else None
     dns_provider = parse_dns_provider(values["dns_provider"]) if "dns_provider" in values else None
+    http3 = parse_http3(values["http3"]) if "http3" in values else None
     _check_challenge(domains, challenge, dns_provider, defaults)
     origins = [(k, origin(k)) for k in OPTION_KEYS if k in values]
 
@@ -299,6 +310,7 @@ def build(
         acme_profile=acme_profile,
         challenge=challenge,
         dns_provider=dns_provider,
+        http3=http3,
         headers=tuple(parsed),
         origins=tuple(origins),
     )

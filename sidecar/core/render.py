@@ -20,8 +20,15 @@ over TLS 1.3 (421) while its own server block still states the modern settings.
 
 What nginx supports is detected, not assumed (``traits_from`` reads ``nginx -V``):
 ``http2 on;`` from nginx 1.25.1 (older: ``listen ... http2``), session tickets are
-turned off below 1.23.2 (older versions never rotate the ticket key), and the
-post-quantum group X25519MLKEM768 is offered from OpenSSL 3.5.
+turned off below 1.23.2 (older versions never rotate the ticket key), the
+post-quantum group X25519MLKEM768 is offered from OpenSSL 3.5, and HTTP/3 only
+where nginx was built ``--with-http_v3_module``.
+
+HTTP/3 (``HTTP3``, label ``acme.http3``): a site with it on gets ``listen 443 quic``
+and an ``Alt-Svc`` header naming ``HTTP3_PORT``; the catch-all server holds the one
+``listen 443 quic reuseport`` (nginx allows ``reuseport`` once per address) and
+refuses unknown names over QUIC as it does over TCP. A site with it off has no QUIC
+listener, so its names are refused over QUIC and nothing advertises them.
 
 ``TEMPLATES_DIR`` may hold a ``site.conf.j2`` and/or ``global.conf.j2`` that replace
 the shipped ones; the shipped ones stay reachable as ``shipped/site.conf.j2`` (to
@@ -74,6 +81,20 @@ class NginxTraits:
     # As detected, for the header comment ("" when unknown).
     version: str = ""
     openssl: str = ""
+    # Built --with-http_v3_module: QUIC listeners and Alt-Svc are possible.
+    http3: bool = False
+
+
+@dataclass(frozen=True)
+class Http3:
+    """HTTP/3 settings: ``default`` for sites without ``acme.http3`` (``HTTP3``), and the UDP
+    port clients reach, advertised in ``Alt-Svc`` (``HTTP3_PORT``)."""
+
+    default: bool = False
+    port: int = 443
+
+    def wanted(self, site: Site) -> bool:
+        return self.default if site.options.http3 is None else site.options.http3
 
 
 _NGINX_VERSION = re.compile(r"nginx version: (?:nginx|freenginx|openresty)/(\d+)\.(\d+)\.(\d+)")
@@ -98,6 +119,7 @@ def traits_from(nginx_v_output: str, disable_ipv6_output: str) -> NginxTraits:
         session_tickets_off=version is None or version < (1, 23, 2),
         version=".".join(map(str, version)) if version else "",
         openssl=f"{ssl.group(1)}.{ssl.group(2)}{ssl.group(3) or ''}" if ssl else "",
+        http3="--with-http_v3_module" in nginx_v_output,
     )
 
 
@@ -194,16 +216,17 @@ def listener_profile(sites: tuple[Site, ...] | list[Site], default: str) -> str:
 
 def render_global(
     webroot: str, traits: NginxTraits, templates_dir: str | None = None, profile: str = "intermediate",
-    user_defaults: frozenset[int] = frozenset(), http_names: tuple[str, ...] = (),
+    user_defaults: frozenset[int] = frozenset(), http_names: tuple[str, ...] = (), quic: bool = False,
 ) -> str:
     """``profile``: the listener's (see ``listener_profile``); it decides every TLS handshake.
 
     ``user_defaults``: ports where a hand-written server already says ``default_server``
-    (nginx refuses two); there the sidecar's servers answer by name instead.
+    (nginx refuses two); there the sidecar's servers answer by name instead. ``quic``: some
+    site serves HTTP/3, so the catch-all opens the shared QUIC listener.
     """
     return _render("global.conf.j2", templates_dir, webroot=webroot, ipv6=traits.ipv6, traits=traits,
                    tls=tls_profile(traits, profile), default80=80 not in user_defaults,
-                   default443=443 not in user_defaults, http_names=http_names)
+                   default443=443 not in user_defaults, http_names=http_names, quic=quic and traits.http3)
 
 
 def _detected(traits: NginxTraits) -> str:
@@ -214,12 +237,13 @@ def _detected(traits: NginxTraits) -> str:
         "IPv6 listeners" if traits.ipv6 else "no IPv6",
         "X25519MLKEM768" if traits.post_quantum else "no post-quantum group",
         "session tickets off (no key rotation)" if traits.session_tickets_off else "session tickets rotated by nginx",
+        "HTTP/3 module" if traits.http3 else "no HTTP/3 module",
     ])
 
 
 def _provenance(
     site: Site, profile: str, listener: str, redirects: list[tuple[str, str]], snippets: str,
-    templates_dir: str | None, traits: NginxTraits,
+    templates_dir: str | None, traits: NginxTraits, http3: Http3,
 ) -> list[str]:
     """Header comment lines: ``setting  value  <- where it came from``."""
     o = site.options
@@ -246,6 +270,9 @@ def _provenance(
     ]
     if o.dns_provider:
         rows.append(("dns_provider", o.dns_provider, src("dns_provider")))
+    h3 = http3.wanted(site)
+    rows.append(("http3", (f"on, Alt-Svc port {http3.port}" if traits.http3 else "off (this nginx has no HTTP/3 module)")
+                 if h3 else "off", src("http3", "default (HTTP3)")))
     rows += [(f"header {name}", value, src("header." + name)) for name, value in o.headers]
     rows += [
         ("snippets", snippets or "off", "SNIPPETS_DIR"),
@@ -265,6 +292,7 @@ def render_site(
     snippets_dir: str | None = None,
     templates_dir: str | None = None,
     listener: str | None = None,
+    http3: Http3 = Http3(),
 ) -> str:
     """The HTTPS server for ``site``, answering only the names ``cert`` covers.
 
@@ -294,8 +322,10 @@ def render_site(
         tls13_only=tls == "modern" and listener != "modern",
         hsts=site.options.hsts.header if site.options.hsts else "",
         snippets=snippets,
-        provenance=_provenance(site, profile, listener, redirects, snippets, templates_dir, traits),
+        provenance=_provenance(site, profile, listener, redirects, snippets, templates_dir, traits, http3),
         upstream_name=upstream_name(site.name),
+        # The UDP port clients reach, for Alt-Svc; 0: no HTTP/3 for this site.
+        http3_port=http3.port if traits.http3 and http3.wanted(site) else 0,
     )
 
 
@@ -308,6 +338,7 @@ def render_all(
     snippets_dir: str | None = None,
     templates_dir: str | None = None,
     user_defaults: frozenset[int] = frozenset(),
+    http3: Http3 = Http3(),
 ) -> dict[str, str]:
     """filename -> content for every file the sidecar wants in conf.d right now.
 
@@ -320,10 +351,11 @@ def render_all(
             and s.source_kind is not SourceKind.CONSUMER]  # (a consumer's names get challenges only)
     listener = listener_profile([s for s, _ in live], profile)
     names = tuple(dict.fromkeys(d for site in sites for d in site.domains))
-    files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names)}
+    quic = any(http3.wanted(s) for s, _ in live)
+    files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names, quic)}
     for site, cert in live:
         files[site_filename(site.name)] = render_site(
-            site, cert, traits, profile, snippets_dir, templates_dir, listener
+            site, cert, traits, profile, snippets_dir, templates_dir, listener, http3
         )
     return files
 

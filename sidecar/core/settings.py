@@ -103,6 +103,10 @@ class Settings:
     compat_traefik: bool = False
     vhost_dir: Path | None = Path("/etc/nginx/vhost.d")
     adopt_certs_dir: Path | None = None
+    # HTTP/3 (QUIC on 443/udp, Alt-Svc advertised) for sites without their own acme.http3, and the
+    # UDP port clients reach (the published one), written into Alt-Svc.
+    http3: bool = False
+    http3_port: int = 443
 
     def propagation_for(self, provider: str) -> int | None:
         return dict(self.dns_propagation).get(provider, self.dns_propagation_seconds)
@@ -143,6 +147,15 @@ def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: floa
     if not lo <= value <= hi:
         raise ConfigError(f"{key}={raw!r}: must be between {lo:g} and {hi:g}")
     return value
+
+
+def _port(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = _str(env, key)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise ConfigError(f"{key}={raw[:40]!r}: a port number from 1 to 65535")
+    return int(raw)
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -370,4 +383,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         compat_traefik=_choice(env, "COMPAT_TRAEFIK", "off", ("on", "off")) == "on",
         vhost_dir=_nginx_dir_or_off(env, "VHOST_DIR", defaults.vhost_dir),
         adopt_certs_dir=_nginx_dir_or_off(env, "ADOPT_CERTS_DIR", None),
+        http3=_choice(env, "HTTP3", "off", ("on", "off")) == "on",
+        http3_port=_port(env, "HTTP3_PORT", defaults.http3_port),
     )

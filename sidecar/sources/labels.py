@@ -16,7 +16,7 @@ of one owner are replicas of each other (see ``desired.merge``).
 
 Per-site options (validated in ``options``; each is optional): ``acme.tls``,
 ``acme.hsts``, ``acme.max_body_size``, ``acme.redirect``, ``acme.websocket``,
-``acme.key_type``, ``acme.profile``, ``acme.challenge``, ``acme.dns_provider`` and
+``acme.key_type``, ``acme.profile``, ``acme.challenge``, ``acme.dns_provider``, ``acme.http3`` and
 ``acme.header.<Name>`` (extra response headers). Wildcard domains need ``dns-01``.
 """
 

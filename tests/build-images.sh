@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build every image the tests and the local demo need, FROM a locally imported Debian base
 # (no registry is reachable). Fast when cached. Usage:
-#   tests/build-images.sh [nginx|certbot|app|pebble|bind|sidecar|acmeproxy ...]   (default: all)
+#   tests/build-images.sh [nginx|certbot|certbot5|app|pebble|bind|sidecar|acmeproxy ...]   (default: all)
+# certbot5 installs PyPI wheels that its fetch-wheels.sh downloads here first (cached), since a
+# build cannot reach the index; every other image installs from Debian's packages.
 # Env: BASE_IMAGE (default local/debian:trixie-slim, made by .ci/setup-docker.sh).
 set -euo pipefail
 
@@ -18,6 +20,7 @@ die() { printf '[build-images] FATAL: %s\n' "$*" >&2; exit 1; }
 declare -A IMAGES=(
   [nginx]="local/nginx:stable|tests/images/nginx|Dockerfile"
   [certbot]="local/certbot:v4.0.0|tests/images/certbot|Dockerfile"
+  [certbot5]="local/certbot:v5|tests/images/certbot5|Dockerfile"
   [app]="local/app:test|tests/images/app|Dockerfile"
   [testssl]="local/testssl:test|tests/images/testssl|Dockerfile"
   [pebble]="local/pebble:test|examples/local-demo/pebble|Dockerfile"
@@ -30,7 +33,7 @@ declare -A IMAGES=(
   [tlsserver]="local/tlsserver:test|tests/images/tlsserver|Dockerfile"
   [bind]="local/bind:test|examples/local-demo/bind|Dockerfile"
 )
-ORDER=(nginx certbot app pebble bind sidecar caddy testssl receiver acmeproxy dockerproxy wrk tlsserver)
+ORDER=(nginx certbot certbot5 app pebble bind sidecar caddy testssl receiver acmeproxy dockerproxy wrk tlsserver)
 
 docker info >/dev/null 2>&1 || die "Docker engine not reachable (run: bash .ci/setup-docker.sh)"
 docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 \
@@ -48,6 +51,9 @@ for name in "${names[@]}"; do
     die "missing $ctx/$file"
   fi
   start=$SECONDS
+  if [ -f "$ROOT/$ctx/fetch-wheels.sh" ]; then
+    bash "$ROOT/$ctx/fetch-wheels.sh" || die "fetching the wheels of $tag failed (see $ctx/fetch-wheels.sh)"
+  fi
   # --force-rm: no stopped intermediate container is left behind when a step fails.
   if ! docker build --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" -f "$ROOT/$ctx/$file" "$ROOT/$ctx" \
       >"$buildlog" 2>&1; then

@@ -55,7 +55,7 @@ class Provider:
 
     name: str
     package: str          # Debian's package ("" when Debian has none)
-    image: str            # the official image (tag it like certbot/certbot's: :v4.0.0)
+    image: str            # the official image (tag it like certbot/certbot's: :v5.8.0)
     propagation: int | None  # certbot's default wait for propagation; None: the plugin waits by itself
     suffix: str = ".ini"  # the credentials file's extension
     # Where certbot gets the file: "" for --dns-NAME-credentials, else this environment variable.

@@ -28,7 +28,7 @@ ACME_SERVER_ALIASES = {
     "staging": LETSENCRYPT_STAGING,
     "letsencrypt-staging": LETSENCRYPT_STAGING,
 }
-DEFAULT_CERTBOT_IMAGE = "certbot/certbot:v4.0.0"
+DEFAULT_CERTBOT_IMAGE = "certbot/certbot:v5.8.0"
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")

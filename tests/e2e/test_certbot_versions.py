@@ -16,7 +16,7 @@ proxy between certbot and Pebble (tests/e2e/compose.acmeproxy.yml). Shown for ea
 - a rate-limited order and a DNS update refused by BIND are classified as with the other certbot;
 - the sidecar's command line for a certificate not yet due is accepted, and the answer read as "kept".
 
-Run alone: ``python -m pytest tests/e2e/test_certbot_versions.py -q`` (about 1.5 minutes: two stacks, one
+Run alone: ``python -m pytest tests/e2e/test_certbot_versions.py -q`` (1.5 to 3 minutes: two stacks, one
 after the other).
 """
 

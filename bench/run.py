@@ -53,7 +53,11 @@ from tests.support.images import images as _images  # noqa: E402
 from tests.support.net import Fatal, free_port, tls_context, tls_get, wait_for  # noqa: E402
 DEMO = ROOT / "examples" / "local-demo"
 RESULTS = ROOT / "bench" / "results"
-TOOLS = ("sidecar", "caddy", "certbot")
+# sidecar: N labelled app containers started at once (the container variant);
+# sidecar-file: N sites written to its sites file at once, one app container already running
+# (the same work as Caddy's Caddyfile and the script's loop: the declared variant).
+TOOLS = ("sidecar", "sidecar-file", "caddy", "certbot")
+DECLARED = ("sidecar-file", "caddy", "certbot")  # the tools of the same-work table
 ROLE_LABEL = "nginx-acme-sidecar.role"
 RUN_LABEL = "bench.run"
 APP_PORT = 5678
@@ -112,8 +116,9 @@ def percentile(values: list[float], p: float) -> float:
 
 def poll_interval(n: int) -> float:
     """Probe every site this often: fine resolution for small N, bounded load for large N
-    (at most about 200 TLS handshakes a second in total, on a 2-core machine)."""
-    return min(0.5, max(0.1, n * 0.005))
+    (at most about 200 TLS handshakes a second in total for N <= 100, 500 attempts for N = 1,000,
+    most of them refused at once by nginx's default server until the certificate is there)."""
+    return min(2.0, max(0.1, n * 0.005)) if n > 100 else min(0.5, max(0.1, n * 0.005))
 
 
 # -- TLS probing ---------------------------------------------------------------------------------
@@ -274,8 +279,10 @@ class CertbotWatcher(threading.Thread):
         self.count = 0
         self.runs = 0
         self.ours: dict[str, bool] = {}
+        self.exec_started: dict[str, int] = {}  # execID -> timeNano of its exec_start
+        self.exec_seconds: list[float] = []  # each certonly exec, start to end, as the engine saw it
         self.stream = self.client.events(
-            decode=True, filters={"type": "container", "event": ["start", "exec_start"],
+            decode=True, filters={"type": "container", "event": ["start", "exec_start", "exec_die"],
                                   "label": f"{ROLE_LABEL}=certbot"})
 
     def _ours(self, event: dict[str, Any]) -> bool:
@@ -295,8 +302,16 @@ class CertbotWatcher(threading.Thread):
         try:
             for event in self.stream:
                 action = str(event.get("Action") or event.get("status") or "")
+                exec_id = str(event.get("Actor", {}).get("Attributes", {}).get("execID", ""))
+                if action.startswith("exec_die"):
+                    t0 = self.exec_started.pop(exec_id, None)
+                    if t0 is not None:
+                        self.exec_seconds.append((int(event.get("timeNano", 0)) - t0) / 1e9)
+                    continue
                 if action.startswith("exec_start") and not ("certbot-run" in action and " certonly " in action):
                     continue  # not a certificate request (the account registration, or a look inside)
+                if action.startswith("exec_start") and exec_id:
+                    self.exec_started[exec_id] = int(event.get("timeNano", 0))
                 if self._ours(event):
                     if action == "start":
                         self.count += 1
@@ -359,6 +374,8 @@ class RunResult:
     certbot_runs: int | None = None
     certbot_cpu_s: float | None = None
     cpu_s: float | None = None
+    nginx_cpu_s: float | None = None
+    certbot_exec_s: float | None = None  # median seconds of one certonly exec (inside its container)
     peak_mb: float | None = None
     peak_rss_mb: float | None = None
     idle_cpu_pct: float | None = None
@@ -377,6 +394,14 @@ class RunResult:
     def served(self) -> int:
         return len(self.times)
 
+    @property
+    def cpu_per_cert(self) -> float | None:
+        """All in: the sidecar's, its certbot container's and nginx's CPU seconds per site served."""
+        parts = (self.cpu_s, self.certbot_cpu_s, self.nginx_cpu_s)
+        if self.tool not in ("sidecar", "sidecar-file") or any(p is None for p in parts) or not self.served:
+            return None
+        return sum(p for p in parts if p is not None) / self.served
+
 
 def mb(b: int | float | None) -> float | None:
     return None if b is None else round(b / 2**20, 1)
@@ -392,9 +417,17 @@ class Tool:
 
 # -- tool 1: the sidecar -------------------------------------------------------------------------
 
+def sites_yaml(names: list[str]) -> str:
+    """The declared variant's sites file: every site proxied to the one app container."""
+    return "sites:\n" + "".join(f"  - domains: [{n}]\n    upstream: http://app:{APP_PORT}\n" for n in names)
+
+
 class SidecarBench(Tool):
-    def run(self, n: int, k: int, timeout: float, idle_seconds: float) -> RunResult:
-        res = RunResult("sidecar", n, k)
+    def run(self, n: int, k: int, timeout: float, idle_seconds: float, declared: bool = False) -> RunResult:
+        """declared: the N sites are written to the sites file at once (one app container already
+        runs); otherwise N labelled app containers are started at once."""
+        tool = "sidecar-file" if declared else "sidecar"
+        res = RunResult(tool, n, k)
         project = "bench" + uuid.uuid4().hex[:8]
         sites_dir = Path(tempfile.mkdtemp(prefix=f"{project}-sites-"))
         (sites_dir / "sites.yml").write_text("sites: []\n")
@@ -407,6 +440,7 @@ class SidecarBench(Tool):
             "HTTP_PORT": str(http_port),
             "HTTPS_PORT": str(https_port),
             "PEBBLE_MGMT_PORT": str(mgmt_port),
+            "STATUS_PORT_HOST": str(free_port()),
             "DEMO_NETWORK": f"{project}-net",
             "SITES_DIR": str(sites_dir),
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
@@ -435,9 +469,14 @@ class SidecarBench(Tool):
         sidecar = None
         try:
             t_setup = time.monotonic()
-            log(f"sidecar N={n} run {k}: compose up {project}")
+            log(f"{tool} N={n} run {k}: compose up {project}")
             compose("up", "-d", "--no-build", "--pull", "never", "--scale", "app-a=0", "--scale", "app-b=0")
             sidecar = service("sidecar")
+            if declared:
+                self.client.containers.run(
+                    self.images["APP_IMAGE"], [f"-listen=:{APP_PORT}", "-text=hello from app"],
+                    name=f"{project}-app", detach=True, network=network, labels={RUN_LABEL: project},
+                    networking_config={network: self.client.api.create_endpoint_config(aliases=["app"])})
             wait_for("the sidecar's ready line", lambda: re.search(
                 r"\bready:", sidecar.logs().decode("utf-8", "replace")), timeout=180, interval=0.3)
             # Let the start-up pass finish: logs quiet for 2 s.
@@ -464,6 +503,8 @@ class SidecarBench(Tool):
                 certbot_cpu0 = runner_cg.cpu_seconds()
             except (docker.errors.NotFound, OSError, KeyError):
                 pass  # CERTBOT_RUNNER=container: a container per run, not measured
+            nginx_cg = Cgroup(service("nginx"))
+            nginx_cpu0 = nginx_cg.cpu_seconds()
             sampler = MemorySampler(cg)
             sampler.start()
             cpu0 = cg.cpu_seconds()
@@ -481,27 +522,42 @@ class SidecarBench(Tool):
                     start_errors.append(f"{name}: {exc}")
 
             names = site_names(n)
-            log(f"sidecar N={n} run {k}: starting {n} app container(s) at once")
-            burst0 = time.monotonic()
-            starts.update({nm: 0.0 for nm in names})
-            res.per_site = wait_sites(https_port, root, starts, timeout, start_app)
+            if declared:
+                log(f"{tool} N={n} run {k}: writing {n} site(s) to the sites file at once")
+                tmp = sites_dir / ".sites.yml.tmp"
+                tmp.write_text(sites_yaml(names))
+                os.chmod(tmp, 0o644)
+                burst0 = time.monotonic()
+                os.replace(tmp, sites_dir / "sites.yml")
+                starts.update({nm: burst0 for nm in names})
+                res.per_site = wait_sites(https_port, root, starts, timeout)
+            else:
+                log(f"{tool} N={n} run {k}: starting {n} app container(s) at once")
+                burst0 = time.monotonic()
+                starts.update({nm: 0.0 for nm in names})
+                res.per_site = wait_sites(https_port, root, starts, timeout, start_app)
             end = max((starts[nm] + t for nm, t in res.per_site.items() if t is not None), default=None)
             res.total_s = None if res.served < n or end is None else end - burst0
             res.cpu_s = cg.cpu_seconds() - cpu0
+            res.nginx_cpu_s = round(nginx_cg.cpu_seconds() - nginx_cpu0, 2)
             sampler.stop()
             peak, _, _ = cg.memory()
             res.peak_mb = mb(peak if peak is not None else sampler.max_current)
             res.peak_rss_mb = mb(sampler.max_rss)
             if runner_cg is not None:
-                res.certbot_cpu_s = round(runner_cg.cpu_seconds() - certbot_cpu0, 1)
+                res.certbot_cpu_s = round(runner_cg.cpu_seconds() - certbot_cpu0, 2)
             res.certbot_containers = watcher.stop()
             res.certbot_runs = watcher.runs
+            if watcher.exec_seconds:
+                res.certbot_exec_s = round(statistics.median(watcher.exec_seconds), 2)
             res.reloads = sidecar.logs().decode("utf-8", "replace").count("nginx reloaded") - reloads_before
             if start_errors:
                 res.notes.append(f"{len(start_errors)} app start(s) failed: {start_errors[0]}")
-            log(f"sidecar N={n} run {k}: served {res.served}/{n}, total {res.total_s}")
+            log(f"{tool} N={n} run {k}: served {res.served}/{n}, total {res.total_s}, CPU per certificate "
+                f"{fmt(res.cpu_per_cert, 3)} s (sidecar {fmt(res.cpu_s, 2)}, certbot {fmt(res.certbot_cpu_s, 2)}, "
+                f"nginx {fmt(res.nginx_cpu_s, 2)}), certbot exec {fmt(res.certbot_exec_s, 2)} s")
             if idle_seconds > 0 and res.served == n:
-                log(f"sidecar N={n} run {k}: measuring idle for {idle_seconds:.0f}s")
+                log(f"{tool} N={n} run {k}: measuring idle for {idle_seconds:.0f}s")
                 counter = EventCounter()
                 counter.start()
                 c0, w0 = cg.cpu_seconds(), time.monotonic()
@@ -513,11 +569,11 @@ class SidecarBench(Tool):
                 res.idle_seconds = round(w1 - w0, 1)
         except Exception as exc:  # noqa: BLE001 - one failed run is reported, the others go on
             res.error = f"{type(exc).__name__}: {exc}"
-            log(f"sidecar N={n} run {k}: ERROR {res.error}")
+            log(f"{tool} N={n} run {k}: ERROR {res.error}")
         finally:
             if sidecar is not None:
                 try:
-                    (self.logdir / f"sidecar-n{n}-run{k}.log").write_bytes(sidecar.logs())
+                    (self.logdir / f"{tool}-n{n}-run{k}.log").write_bytes(sidecar.logs())
                 except Exception:  # noqa: BLE001
                     pass
             remove_run_containers(self.client, project)
@@ -815,6 +871,9 @@ class Row:
     idle_rss_mb: float | None
     idle_engine_events: float | None
     errors: list[str]
+    nginx_cpu_s: float | None = None
+    cpu_per_cert: float | None = None
+    certbot_exec_s: float | None = None
 
 
 def aggregate(results: list[RunResult]) -> list[Row]:
@@ -842,6 +901,9 @@ def aggregate(results: list[RunResult]) -> list[Row]:
             idle_rss_mb=_median([r.idle_rss_mb for r in rs]),
             idle_engine_events=_median([r.idle_engine_events for r in rs]),
             errors=[r.error for r in rs if r.error],
+            nginx_cpu_s=_median([r.nginx_cpu_s for r in rs if r.error is None]),
+            cpu_per_cert=_median([r.cpu_per_cert for r in rs if r.error is None]),
+            certbot_exec_s=_median([r.certbot_exec_s for r in rs if r.error is None]),
         ))
     return rows
 
@@ -854,18 +916,39 @@ def fmt(v: float | None, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], skipped: dict[tuple[int, str], str] | None = None) -> str:
     out = [
         "| N | tool | served | median s | p95 s | max s | total s | nginx reloads | certbot runs "
-        "| certbot containers | certbot CPU s | CPU s | peak MB | peak RSS MB |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| certbot containers | certbot exec s | certbot CPU s | nginx CPU s | CPU s | CPU s per certificate "
+        "| peak MB | peak RSS MB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    entries: list[tuple[int, int, Row | str]] = [(r.n, TOOLS.index(r.tool), r) for r in rows]
+    entries += [(n, TOOLS.index(t), why) for (n, t), why in (skipped or {}).items()]
+    for n, ti, r in sorted(entries, key=lambda e: (e[0], e[1])):
+        if isinstance(r, str):
+            out.append(f"| {n} | {TOOLS[ti]} | {r} |" + " |" * 14)
+            continue
         out.append(
             f"| {r.n} | {r.tool} | {r.served} | {fmt(r.median_s)} | {fmt(r.p95_s)} | {fmt(r.max_s)} | "
             f"{fmt(r.total_s)} | {fmt(r.reloads, 0)} | {fmt(r.certbot_runs, 0)} | {fmt(r.certbot_containers, 0)} | "
-            f"{fmt(r.certbot_cpu_s)} | {fmt(r.cpu_s)} | {fmt(r.peak_mb, 0)} | {fmt(r.peak_rss_mb, 0)} |")
+            f"{fmt(r.certbot_exec_s, 2)} | {fmt(r.certbot_cpu_s)} | {fmt(r.nginx_cpu_s)} | {fmt(r.cpu_s)} | "
+            f"{fmt(r.cpu_per_cert, 2)} | {fmt(r.peak_mb, 0)} | {fmt(r.peak_rss_mb, 0)} |")
     return "\n".join(out)
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """A note or error for the results page: its first line, at most ``limit`` characters."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[:limit - 1] + "…"
+
+
+def skipped_runs(meta: dict[str, Any]) -> dict[tuple[int, str], str]:
+    cap = meta.get("baseline_max")
+    if not cap:
+        return {}
+    return {(n, t): f"not run (stopped at N = {cap}: `--baseline-max`)"
+            for n in meta["sizes"] if n > cap for t in ("caddy", "certbot") if t in meta["tools"]}
 
 
 def git_info() -> str:
@@ -881,25 +964,44 @@ def git_info() -> str:
 
 def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) -> str:
     idle = [r for r in rows if r.idle_cpu_pct is not None]
+    declared = [r for r in rows if r.tool in DECLARED]
+    containers = [r for r in rows if r.tool not in DECLARED]
     lines = [
         f"# Benchmark {meta['timestamp']}",
         "",
-        f"Sizes {' '.join(map(str, meta['sizes']))}, {meta['runs']} run(s) each (medians across runs), "
-        f"tools: {', '.join(meta['tools'])}. Total bench time {meta['elapsed_s']:.0f} s.",
-        "",
-        table(rows),
+        f"Sizes {' '.join(map(str, meta['sizes']))} (containers: "
+        f"{' '.join(map(str, meta.get('container_sizes', meta['sizes'])))}), {meta['runs']} run(s) each "
+        f"(medians across runs), tools: {', '.join(meta['tools'])}. Total bench time {meta['elapsed_s']:.0f} s.",
         "",
     ]
+    if declared:
+        lines += [
+            "Sites declared up front, the same work for every tool (sidecar-file: N sites written at once to the "
+            "running sidecar's sites file, one app container; caddy: a Caddyfile of N sites, `caddy run`; "
+            "certbot: the classic script's loop):",
+            "",
+            table(declared, skipped_runs(meta)),
+            "",
+        ]
+    if containers:
+        lines += [
+            "Sites as new containers (sidecar: N labelled app containers started at once; the clock includes "
+            "starting them):",
+            "",
+            table(containers),
+            "",
+        ]
     for r in idle:
         lines.append(f"Sidecar idle with {r.n} sites (after all were served, over {meta['idle_seconds']:.0f} s): "
                      f"**{fmt(r.idle_cpu_pct, 2)} % of one core**, RSS **{fmt(r.idle_rss_mb)} MB** "
                      f"({fmt(r.idle_engine_events, 0)} container/network events on the shared engine meanwhile, "
                      "each of which wakes the sidecar).")
         lines.append("")
-    errors = [(r.tool, r.n, e) for r in rows for e in r.errors]
-    if errors:
-        lines.append("Errors:")
-        lines += [f"- {t} N={n}: {e}" for t, n, e in errors]
+    failed = [r for r in rows if r.errors]
+    if failed:
+        lines.append("Errors (first line of the first; every error in full in `logs/<timestamp>/errors.log`):")
+        lines += [f"- {r.tool} N={r.n}: {len(r.errors)} of {r.runs} run(s) failed: {one_line(r.errors[0])}"
+                  for r in failed]
         lines.append("")
     lines += [
         "Columns: per-site seconds from the site's start (sidecar: just before its app container is started; "
@@ -910,7 +1012,11 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
         "CPU s and peak MB are the sidecar's container (caddy: the caddy container) during the burst, "
         "from its cgroup: they exclude certbot and nginx. certbot runs: certificate requests made (sidecar: "
         "`docker exec` runs in its one certbot container); certbot containers: containers started for them; "
-        "certbot CPU s: the sidecar's certbot container during the burst. peak MB is the "
+        "certbot CPU s: the sidecar's certbot container during the burst; certbot exec s: the median certonly "
+        "run inside that container, from the engine's exec_start to exec_die (certbot's own time, its start-up "
+        "included); nginx CPU s: the nginx container (reloads, `nginx -t`, the sidecar's preflight fetches, and "
+        "the benchmark's own probes); CPU s per certificate: sidecar + certbot container + nginx, per site served. "
+        "Probes every 2 s per site for N = 1,000. peak MB is the "
         "cgroup's high-water mark since the container started (includes page cache); peak RSS MB is sampled "
         "every 0.25 s. For the certbot baseline no long-running process is measured.",
         "",
@@ -927,17 +1033,18 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
         "Per run:",
         "",
         "| N | tool | run | served | median s | max s | total s | reloads | certbot runs | certbot containers "
-        "| certbot CPU s | CPU s | setup s | error / notes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| certbot exec s | certbot CPU s | nginx CPU s | CPU s | CPU s per certificate | setup s | error / notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for rr in sorted(results, key=lambda x: (x.n, TOOLS.index(x.tool), x.run)):
         t = rr.times
+        notes = ([rr.error] if rr.error else []) + [x for x in rr.notes if not x.startswith("resources")]
         lines.append(
             f"| {rr.n} | {rr.tool} | {rr.run} | {rr.served}/{rr.n} | {fmt(statistics.median(t) if t else None)} | "
             f"{fmt(max(t) if t else None)} | {fmt(rr.total_s)} | {fmt(rr.reloads, 0)} | "
-            f"{fmt(rr.certbot_runs, 0)} | {fmt(rr.certbot_containers, 0)} | {fmt(rr.certbot_cpu_s)} | "
-            f"{fmt(rr.cpu_s)} | {fmt(rr.setup_s)} | "
-            f"{'; '.join(([rr.error] if rr.error else []) + [x for x in rr.notes if not x.startswith('resources')])} |")
+            f"{fmt(rr.certbot_runs, 0)} | {fmt(rr.certbot_containers, 0)} | {fmt(rr.certbot_exec_s, 2)} | "
+            f"{fmt(rr.certbot_cpu_s)} | {fmt(rr.nginx_cpu_s)} | {fmt(rr.cpu_s)} | {fmt(rr.cpu_per_cert, 2)} | "
+            f"{fmt(rr.setup_s)} | {'; '.join(one_line(x, 120) for x in notes)} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -950,7 +1057,7 @@ def chart(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
 
     sizes = sorted({r.n for r in rows})
     tools = [t for t in TOOLS if any(r.tool == t for r in rows)]
-    colors = {"sidecar": "#2b7bba", "caddy": "#3aa655", "certbot": "#d9822b"}
+    colors = {"sidecar": "#2b7bba", "sidecar-file": "#7fb3dd", "caddy": "#3aa655", "certbot": "#d9822b"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.8 / max(1, len(tools))
     for ax, attr, title in ((axes[0], "total_s", "all N sites served (s)"),
@@ -993,7 +1100,12 @@ def chart(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="values of N (default 1 10 100)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 1000],
+                    help="values of N (default 1 10 100 1000)")
+    ap.add_argument("--container-sizes", type=int, nargs="+", default=[1, 10, 100],
+                    help="values of N for the container variant (tool sidecar; default 1 10 100)")
+    ap.add_argument("--baseline-max", type=int, default=100,
+                    help="largest N for caddy and certbot (default 100: the script needs about 3 s a site); 0: no limit")
     ap.add_argument("--runs", type=int, default=1, help="runs per size and tool; the table shows medians")
     ap.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     ap.add_argument("--sidecar-image", default=None, help="sidecar image (default $SIDECAR_IMAGE or "
@@ -1016,10 +1128,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = [Row(**r) for r in data["rows"]]
         runs = [RunResult(**r) for r in data["runs"]]
         data["meta"].setdefault("timeouts", {str(n): args.timeout or 200 + 6 * n for n in data["meta"]["sizes"]})
+        data["meta"].setdefault("baseline_max", 0)
         args.replot.with_suffix(".md").write_text(markdown(rows, runs, data["meta"]))
         chart(rows, args.replot.with_suffix(".png"), data["meta"])
         return 0
-    if any(n < 1 for n in args.sizes) or args.runs < 1:
+    if "sidecar" in args.tools and "--sizes" in (argv or sys.argv) and "--container-sizes" not in (argv or sys.argv):
+        args.container_sizes = [n for n in args.sizes if n <= 100]  # an explicit --sizes applies to both variants
+    if any(n < 1 for n in args.sizes + args.container_sizes) or args.runs < 1:
         ap.error("sizes and runs must be positive")
 
     global PEBBLE_TEMPLATE_OVERRIDE
@@ -1031,6 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
     client = docker.from_env(max_pool_size=max(args.sizes) + 20, timeout=300)
     client.ping()
     needed = {"sidecar": ["NGINX_IMAGE", "CERTBOT_IMAGE", "APP_IMAGE", "PEBBLE_IMAGE", "SIDECAR_IMAGE"],
+              "sidecar-file": ["NGINX_IMAGE", "CERTBOT_IMAGE", "APP_IMAGE", "PEBBLE_IMAGE", "SIDECAR_IMAGE"],
               "caddy": ["APP_IMAGE", "PEBBLE_IMAGE", "CADDY_IMAGE"],
               "certbot": ["NGINX_IMAGE", "CERTBOT_IMAGE", "APP_IMAGE", "PEBBLE_IMAGE"]}
     missing = sorted({images[k] for t in args.tools for k in needed[t] if not client.images.list(name=images[k])})
@@ -1046,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
     # Pin the sidecar image: others may rebuild the tag while the bench runs.
     side = client.images.get(images["SIDECAR_IMAGE"])
     pin_repo, pin_tag = "local/nginx-acme-sidecar", f"bench-{ts.lower()}"
-    pinned = "sidecar" in args.tools
+    pinned = "sidecar" in args.tools or "sidecar-file" in args.tools
     if pinned:
         side.tag(pin_repo, pin_tag)
         images_run = {**images, "SIDECAR_IMAGE": f"{pin_repo}:{pin_tag}"}
@@ -1054,7 +1170,10 @@ def main(argv: list[str] | None = None) -> int:
         images_run = images
     meta: dict[str, Any] = {
         "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "sizes": args.sizes, "runs": args.runs, "tools": args.tools, "idle_seconds": args.idle_seconds,
+        "sizes": sorted(set(args.sizes) | (set(args.container_sizes) if "sidecar" in args.tools else set())),
+        "container_sizes": args.container_sizes, "baseline_max": args.baseline_max,
+        "runs": args.runs, "tools": args.tools, "idle_seconds": args.idle_seconds,
+        "certbot_launcher": os.environ.get("CERTBOT_LAUNCHER", "(image default)"),
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
                    f"Docker {client.version().get('Version')}, "
                    f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB RAM",
@@ -1072,12 +1191,19 @@ def main(argv: list[str] | None = None) -> int:
     largest = max(args.sizes)
     try:
         for k in range(1, args.runs + 1):
-            for n in args.sizes:
+            for n in meta["sizes"]:
                 timeout = args.timeout or 200 + 6 * n
-                for tool in args.tools:
-                    if tool == "sidecar":
-                        idle = args.idle_seconds if n == largest else 0.0
-                        results.append(sidecar_b.run(n, k, timeout, idle))
+                for tool in [t for t in TOOLS if t in args.tools]:
+                    if tool == "sidecar" and n not in args.container_sizes or \
+                            tool != "sidecar" and n not in args.sizes:
+                        continue
+                    if tool in ("caddy", "certbot") and args.baseline_max and n > args.baseline_max:
+                        continue
+                    if tool in ("sidecar", "sidecar-file"):
+                        last = (n == largest if tool == "sidecar-file" else
+                                "sidecar-file" not in args.tools and n == max(args.container_sizes))
+                        idle = args.idle_seconds if last else 0.0
+                        results.append(sidecar_b.run(n, k, timeout, idle, declared=tool == "sidecar-file"))
                     elif tool == "caddy":
                         results.append(caddy_b.run(n, k, timeout))
                     else:
@@ -1093,8 +1219,12 @@ def main(argv: list[str] | None = None) -> int:
     if PEBBLE_TEMPLATE_OVERRIDE is not None:
         shutil.rmtree(PEBBLE_TEMPLATE_OVERRIDE.parent, ignore_errors=True)
     meta["elapsed_s"] = time.monotonic() - start
-    meta["timeouts"] = {str(n): args.timeout or 200 + 6 * n for n in args.sizes}
+    meta["timeouts"] = {str(n): args.timeout or 200 + 6 * n for n in meta["sizes"]}
     rows = aggregate(results)
+    with open(logdir / "errors.log", "w") as errlog:
+        for rr in results:
+            for text in ([rr.error] if rr.error else []) + rr.notes:
+                errlog.write(f"{rr.tool} N={rr.n} run {rr.run}: {text}\n")
     md = markdown(rows, results, meta)
     (args.out / f"{ts}.md").write_text(md)
     (args.out / f"{ts}.json").write_text(json.dumps(

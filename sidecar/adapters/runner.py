@@ -6,6 +6,14 @@ about 0.25 s for creating a container per run, and less CPU. Every run gets its 
 scratch directories (so parallel runs never share certbot's locks) and is stopped after
 ``CERTBOT_TIMEOUT`` seconds. If the container disappears it is started again.
 
+With ``CERTBOT_LAUNCHER=on`` (the default) that container's main process also starts certbot's
+launcher (``launcher.py``, passed in the container's command): certbot's Python is started and
+certbot imported once per container, and each run's ``docker exec`` starts a small client that
+hands its stdio, arguments and environment to the launcher, which forks certbot's run from the
+imported copy (about 0.02 CPU-seconds instead of about 0.2 for starting certbot). If the launcher
+is not (yet) listening, crashed or hangs, the run is a plain ``certbot`` exec as before, and the
+sidecar logs why.
+
 ``ContainerRunner`` (``CERTBOT_RUNNER=container``) starts one container per run, as the
 classic scripts do.
 
@@ -17,11 +25,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
+from sidecar.adapters import launcher
 from sidecar.adapters.docker_api import Docker, RunResult
 from sidecar.core.errors import ConfigError, DockerUnavailable
 
@@ -29,11 +39,47 @@ log = logging.getLogger(__name__)
 
 # Keeps the idle container alive and lets it stop at once on SIGTERM (a shell as PID 1 ignores it otherwise).
 IDLE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
-# One run: private scratch space, removed afterwards; stopped (TERM) when the time is up.
-RUN_SCRIPT = 'd="$1"; t="$2"; shift 2; mkdir -p "$d/work" "$d/logs"; trap \'rm -rf "$d"\' EXIT; ' \
-             'timeout "$t" certbot --work-dir "$d/work" --logs-dir "$d/logs" "$@"'
+# Where the launcher lives in the certbot container (its private tmpfs): launcher.py, the
+# interpreter's path (python), the socket (sock, once certbot is imported) and, after a crash, down.
+LAUNCHER_DIR = "/tmp/certbot-launcher"
+# The certbot container's main process with the launcher: writes launcher.py ($1), finds the
+# interpreter certbot's own script names (its #! line), and keeps a launcher running beside the
+# idle loop (restarted 30 s after it exits, at most 5 times); then idles as IDLE_SCRIPT.
+LAUNCHER_BOOT = (
+    "trap 'exit 0' TERM INT; L=" + LAUNCHER_DIR + "; "
+    'if mkdir -p "$L" && printf "%s\\n" "$1" > "$L/launcher.py" && c=$(command -v certbot) && '
+    'read -r first < "$c"; then '
+    '  set -- ${first#"#!"}; [ "${1##*/}" = env ] && shift; py=$(command -v "$1"); '
+    '  case "${py##*/}" in python*) printf "%s\\n" "$py" > "$L/python"; '
+    '    ( n=0; while [ $n -lt 5 ]; do "$py" "$L/launcher.py" serve "$L" "$c"; '
+    '      echo "exited with $?" > "$L/down"; rm -f "$L/sock"; n=$((n+1)); sleep 30; rm -f "$L/down"; done; '
+    '      echo "exited 5 times, not restarted" > "$L/down" ) & ;; '
+    '  *) echo "launcher: certbot is not a Python script; certbot runs directly" >&2;; esac; '
+    "fi; while :; do sleep 3600 & wait $!; done"
+)
+# One run: private scratch space, removed afterwards; stopped (TERM) when the time is up. Through
+# the launcher when it listens (its client leaves $d/fallback if certbot did not start: then, or
+# when the launcher is down, a plain certbot, after one line the runner reports).
+RUN_SCRIPT = (
+    'd="$1"; t="$2"; shift 2; mkdir -p "$d/work" "$d/logs"; trap \'rm -rf "$d"\' EXIT; L=' + LAUNCHER_DIR + '; '
+    'if [ -S "$L/sock" ] && read -r py < "$L/python"; then '
+    'timeout "$t" "$py" -I -S "$L/launcher.py" run "$L/sock" "$d/fallback" '
+    '--work-dir "$d/work" --logs-dir "$d/logs" "$@"; rc=$?; [ -e "$d/fallback" ] || exit $rc; '
+    'elif [ -e "$L/down" ]; then echo "' + launcher.MARKER + ' $(cat "$L/down"); running certbot directly" >&2; fi; '
+    'timeout "$t" certbot --work-dir "$d/work" --logs-dir "$d/logs" "$@"'
+)
 # coreutils' timeout exits 124 when it stopped the command; busybox's (Alpine images) 143 (SIGTERM).
 TIMEOUT_CODES = frozenset({124, 137, 143})
+
+
+_LAUNCHER_SOURCE: list[str] = []
+
+
+def launcher_source() -> str:
+    """launcher.py's text, passed to the certbot container in its command."""
+    if not _LAUNCHER_SOURCE:
+        _LAUNCHER_SOURCE.append(Path(launcher.__file__).read_text(encoding="utf-8"))
+    return _LAUNCHER_SOURCE[0]
 
 
 class Runner(Protocol):
@@ -79,13 +125,20 @@ class ContainerRunner:
 class ExecRunner:
     """certbot runs as ``docker exec`` processes in one long-lived, confined certbot container."""
 
-    def __init__(self, docker: Docker, sandbox: Sandbox, name: str, parallel: int) -> None:
+    def __init__(self, docker: Docker, sandbox: Sandbox, name: str, parallel: int, launcher: bool = True) -> None:
         self.docker = docker
         self.sandbox = sandbox
         self.name = name
         self.parallel = parallel
+        self.launcher = launcher
         self._lock = threading.Lock()
         self._id: str | None = None
+        self._reported: set[str] = set()
+
+    def _command(self) -> list[str]:
+        if not self.launcher:
+            return ["-c", IDLE_SCRIPT]
+        return ["-c", LAUNCHER_BOOT, "certbot-launcher", launcher_source()]
 
     def _container(self, fresh: bool = False) -> str:
         with self._lock:
@@ -95,7 +148,7 @@ class ExecRunner:
                 sb = self.sandbox
                 try:
                     self._id = self.docker.start_detached(
-                        sb.image, ["-c", IDLE_SCRIPT], entrypoint=["sh"], volumes=sb.volumes,
+                        sb.image, self._command(), entrypoint=["sh"], volumes=sb.volumes,
                         network_mode=sb.network_mode, labels=sb.labels, name=self.name, runs=self.parallel,
                     )
                 except DockerUnavailable as exc:
@@ -103,8 +156,8 @@ class ExecRunner:
                         raise ConfigError(f"CERTBOT_IMAGE={sb.image}: it has no sh, which CERTBOT_RUNNER=exec "
                                           "needs (with sleep and timeout); set CERTBOT_RUNNER=container") from exc
                     raise
-                log.info("certbot container %s started (%s); certificate runs are exec'd in it", self.name,
-                         sb.image)
+                log.info("certbot container %s started (%s); certificate runs are exec'd in it%s", self.name,
+                         sb.image, ", through certbot's launcher" if self.launcher else "")
             return self._id
 
     def warm(self) -> None:
@@ -124,10 +177,28 @@ class ExecRunner:
                     log.warning("certbot container %s is gone; starting a new one", self.name)
                     continue
                 raise
+            output = self._launcher_notes(result.output)
             if result.exit_code in TIMEOUT_CODES and time.monotonic() - started >= limit - 1:
-                return RunResult(None, result.output)
-            return RunResult(result.exit_code, result.output)
+                return RunResult(None, output)
+            return RunResult(result.exit_code, output)
         raise DockerUnavailable(f"certbot container {self.name} keeps disappearing")
+
+    def _launcher_notes(self, output: str) -> str:
+        """Take the launcher's notes (it was down, or could not start this run, so certbot ran
+        directly) out of certbot's output, and log them: a warning the first time for each reason."""
+        if launcher.MARKER not in output:
+            return output
+        kept = []
+        for line in output.splitlines(keepends=True):
+            if not line.startswith(launcher.MARKER):
+                kept.append(line)
+                continue
+            note = line[len(launcher.MARKER):].strip()
+            reason = note.split("(", 1)[0].strip()
+            first = reason not in self._reported
+            self._reported.add(reason)
+            log.log(logging.WARNING if first else logging.DEBUG, "certbot launcher in %s: %s", self.name, note)
+        return "".join(kept)
 
     def close(self) -> None:
         with self._lock:

@@ -67,6 +67,9 @@ class Settings:
     # "exec": one long-lived certbot container, each run a `docker exec` in it (fast);
     # "container": a new certbot container per run.
     certbot_runner: str = "exec"
+    # With the exec runner: certbot imported once in its container, each run a fork of it
+    # (sidecar/adapters/launcher.py); False: each run starts certbot afresh.
+    certbot_launcher: bool = True
     # During a burst of new certificates, reload nginx at most this often (seconds).
     reload_interval: float = 15.0
     eab_kid: str | None = None
@@ -358,6 +361,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         templates_dir=templates_dir,
         certbot_concurrency=int(_float(env, "CERTBOT_CONCURRENCY", defaults.certbot_concurrency, 1, 16)),
         certbot_runner=_choice(env, "CERTBOT_RUNNER", defaults.certbot_runner, ("exec", "container")),
+        certbot_launcher=_choice(env, "CERTBOT_LAUNCHER", "on", ("on", "off")) == "on",
         reload_interval=_float(env, "RELOAD_INTERVAL", defaults.reload_interval, 0.0, 300.0),
         eab_kid=eab_kid,
         eab_hmac_key=eab_key,

@@ -65,7 +65,7 @@ def prepare(settings: Settings, docker: Docker) -> Environment:
             docker.ensure_image(image)
         box = dataclasses.replace(sandbox, image=image)
         name = f"{owner}-certbot" + (f"-{number}" if number > 1 else "")
-        return (runner.ExecRunner(docker, box, name, s.certbot_concurrency)
+        return (runner.ExecRunner(docker, box, name, s.certbot_concurrency, launcher=s.certbot_launcher)
                 if s.certbot_runner == "exec" else runner.ContainerRunner(docker, box))
 
     run = make(s.certbot_image, 1)

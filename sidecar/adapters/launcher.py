@@ -6,8 +6,8 @@ it to the container's private ``/tmp`` and starts ``serve`` with certbot's own i
 one its ``certbot`` script names), without ``-I``/``-S``, so certbot imports as a plain run would.
 
 A run is still a ``docker exec`` of ``sh -c RUN_SCRIPT`` in that container; the script starts
-``python -I -S launcher.py run SOCKET MARK ARGS...`` (about 15 ms: no site, no certbot) instead of
-``certbot ARGS...``. Protocol on the unix socket, one connection per run:
+``python -I -S client.py SOCKET MARK ARGS...`` (launcher_client.py: builtin modules only, about
+0.01 CPU-seconds) instead of ``certbot ARGS...``. Protocol on the unix socket, one connection per run:
 
     client -> server   length-prefixed request (cwd, umask, arguments, environment) with the
                        client's stdin, stdout and stderr attached (SCM_RIGHTS)
@@ -35,23 +35,14 @@ import os
 import socket
 import sys
 
-MARKER = "nginx-acme-sidecar certbot launcher:"
-CONNECT_TIMEOUT = 5.0
-READY_TIMEOUT = 15.0  # the server forks a supervisor at once; this much only on a stalled machine
+MARKER = "nginx-acme-sidecar certbot launcher:"  # as launcher_client.MARKER
+READY_TIMEOUT = 15.0  # for the client's request and its go (launcher_client waits as long for ready)
 KILL_GRACE = 10.0
 _MAX_REQUEST = 1 << 20
 _VERSION = b"1"
 
 
 # -- the request -----------------------------------------------------------------------------------
-
-def encode_request(args: list[str], environ: dict[str, str], cwd: str, umask: int) -> bytes:
-    fields = [_VERSION, os.fsencode(cwd), b"%o" % umask, b"%d" % len(args)]
-    fields += [os.fsencode(a) for a in args]
-    fields += [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in environ.items()]
-    body = b"\0".join(fields)
-    return len(body).to_bytes(4, "big") + body
-
 
 def decode_request(body: bytes) -> tuple[list[str], dict[str, str], str, int]:
     fields = body.split(b"\0")
@@ -286,55 +277,6 @@ def serve(directory: str, program: str, load: object = load_certbot) -> None:
         conn.close()
 
 
-# -- the client (one per run; started with -I -S, so only the standard library's core) -------------
-
-def fallback(mark: str, reason: str) -> int:
-    """certbot has not started: leave MARK for RUN_SCRIPT, which runs a plain certbot."""
-    try:
-        with open(mark, "w"):
-            pass
-    except OSError:
-        pass
-    print(f"{MARKER} {reason}; running certbot directly", file=sys.stderr, flush=True)
-    return 0
-
-
-def client(sock_path: str, mark: str, args: list[str]) -> int:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        return _client(conn, sock_path, mark, args)
-
-
-def _client(conn: socket.socket, sock_path: str, mark: str, args: list[str]) -> int:
-    conn.settimeout(CONNECT_TIMEOUT)
-    try:
-        conn.connect(sock_path)
-        request = encode_request(args, dict(os.environ), os.getcwd(), _current_umask())
-        socket.send_fds(conn, [request[:4]], [0, 1, 2])
-        conn.sendall(request[4:])
-        conn.settimeout(READY_TIMEOUT)
-        if _recv_line(conn) != b"ready\n":
-            return fallback(mark, "unexpected answer from the launcher")
-        conn.sendall(b"go\n")
-    except (OSError, EOFError, ValueError) as exc:
-        return fallback(mark, f"launcher unavailable ({type(exc).__name__}: {exc})")
-    conn.settimeout(None)
-    try:
-        answer = _recv_line(conn)
-    except (OSError, EOFError, ValueError) as exc:
-        print(f"certbot launcher: the run was lost ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 1
-    if not answer.startswith(b"exit "):
-        print(f"certbot launcher: unexpected answer {answer!r}", file=sys.stderr)
-        return 1
-    return int(answer[5:])
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         # python launcher.py serve DIR CERTBOT: without our directory on sys.path, as certbot's
@@ -342,7 +284,5 @@ if __name__ == "__main__":
         if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.abspath(sys.argv[2]):
             del sys.path[0]
         serve(sys.argv[2], sys.argv[3])
-    elif sys.argv[1:2] == ["run"]:
-        sys.exit(client(sys.argv[2], sys.argv[3], sys.argv[4:]))
     else:
-        sys.exit("usage: launcher.py serve DIR CERTBOT | run SOCKET MARK ARGS...")
+        sys.exit("usage: launcher.py serve DIR CERTBOT")

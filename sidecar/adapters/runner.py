@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
-from sidecar.adapters import launcher
+from sidecar.adapters import launcher, launcher_client
 from sidecar.adapters.docker_api import Docker, RunResult
 from sidecar.core.errors import ConfigError, DockerUnavailable
 
@@ -39,15 +39,16 @@ log = logging.getLogger(__name__)
 
 # Keeps the idle container alive and lets it stop at once on SIGTERM (a shell as PID 1 ignores it otherwise).
 IDLE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
-# Where the launcher lives in the certbot container (its private tmpfs): launcher.py, the
-# interpreter's path (python), the socket (sock, once certbot is imported) and, after a crash, down.
+# Where the launcher lives in the certbot container (its private tmpfs): launcher.py, client.py,
+# the interpreter's path (python), the socket (sock, once certbot is imported) and, after a crash, down.
 LAUNCHER_DIR = "/tmp/certbot-launcher"
-# The certbot container's main process with the launcher: writes launcher.py ($1), finds the
+# The certbot container's main process with the launcher: writes launcher.py ($1) and client.py ($2), finds the
 # interpreter certbot's own script names (its #! line), and keeps a launcher running beside the
 # idle loop (restarted 30 s after it exits, at most 5 times); then idles as IDLE_SCRIPT.
 LAUNCHER_BOOT = (
     "trap 'exit 0' TERM INT; L=" + LAUNCHER_DIR + "; "
-    'if mkdir -p "$L" && printf "%s\\n" "$1" > "$L/launcher.py" && c=$(command -v certbot) && '
+    'if mkdir -p "$L" && printf "%s\\n" "$1" > "$L/launcher.py" && printf "%s\\n" "$2" > "$L/client.py" && '
+    'c=$(command -v certbot) && '
     'read -r first < "$c"; then '
     '  set -- ${first#"#!"}; [ "${1##*/}" = env ] && shift; py=$(command -v "$1"); '
     '  case "${py##*/}" in python*) printf "%s\\n" "$py" > "$L/python"; '
@@ -63,7 +64,7 @@ LAUNCHER_BOOT = (
 RUN_SCRIPT = (
     'd="$1"; t="$2"; shift 2; mkdir -p "$d/work" "$d/logs"; trap \'rm -rf "$d"\' EXIT; L=' + LAUNCHER_DIR + '; '
     'if [ -S "$L/sock" ] && read -r py < "$L/python"; then '
-    'timeout "$t" "$py" -I -S "$L/launcher.py" run "$L/sock" "$d/fallback" '
+    'timeout "$t" "$py" -I -S "$L/client.py" "$L/sock" "$d/fallback" '
     '--work-dir "$d/work" --logs-dir "$d/logs" "$@"; rc=$?; [ -e "$d/fallback" ] || exit $rc; '
     'elif [ -e "$L/down" ]; then echo "' + launcher.MARKER + ' $(cat "$L/down"); running certbot directly" >&2; fi; '
     'timeout "$t" certbot --work-dir "$d/work" --logs-dir "$d/logs" "$@"'
@@ -75,11 +76,12 @@ TIMEOUT_CODES = frozenset({124, 137, 143})
 _LAUNCHER_SOURCE: list[str] = []
 
 
-def launcher_source() -> str:
-    """launcher.py's text, passed to the certbot container in its command."""
+def launcher_source() -> list[str]:
+    """The text of launcher.py and launcher_client.py, passed to the certbot container in its command."""
     if not _LAUNCHER_SOURCE:
-        _LAUNCHER_SOURCE.append(Path(launcher.__file__).read_text(encoding="utf-8"))
-    return _LAUNCHER_SOURCE[0]
+        _LAUNCHER_SOURCE.extend(Path(m.__file__ or "").read_text(encoding="utf-8")
+                                for m in (launcher, launcher_client))
+    return _LAUNCHER_SOURCE
 
 
 class Runner(Protocol):
@@ -138,7 +140,7 @@ class ExecRunner:
     def _command(self) -> list[str]:
         if not self.launcher:
             return ["-c", IDLE_SCRIPT]
-        return ["-c", LAUNCHER_BOOT, "certbot-launcher", launcher_source()]
+        return ["-c", LAUNCHER_BOOT, "certbot-launcher", *launcher_source()]
 
     def _container(self, fresh: bool = False) -> str:
         with self._lock:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from sidecar.adapters import launcher, runner
+from sidecar.adapters import launcher, launcher_client, runner
 
 LAUNCHER = Path(launcher.__file__)
 
@@ -79,7 +79,7 @@ def booted(tmp_path: Path, fake_certbot: dict[str, str]) -> Iterator[tuple[Path,
     """The certbot container's main process (LAUNCHER_BOOT), until the launcher listens."""
     ldir = tmp_path / "launcher"
     proc = subprocess.Popen(["sh", "-c", _script(runner.LAUNCHER_BOOT, ldir), "certbot-launcher",
-                             runner.launcher_source()], env=fake_certbot, start_new_session=True)
+                             *runner.launcher_source()], env=fake_certbot, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         while not (ldir / "sock").exists():
@@ -99,12 +99,14 @@ def _run(ldir: Path, env: dict[str, str], scratch: Path, limit: int, *args: str,
 
 
 def test_a_request_survives_encoding() -> None:
-    body = launcher.encode_request(["certonly", "-d", "a b.example", ""], {"A": "1", "B": "x=y"}, "/opt", 0o27)
+    body = launcher_client.encode_request([b"certonly", b"-d", b"a b.example", b""], {b"A": b"1", b"B": b"x=y"},
+                                          b"/opt", 0o27)
     assert int.from_bytes(body[:4], "big") == len(body) - 4
     assert launcher.decode_request(body[4:]) == (["certonly", "-d", "a b.example", ""], {"A": "1", "B": "x=y"},
                                                 "/opt", 0o27)
     with pytest.raises(ValueError):
         launcher.decode_request(b"9\0/\x0022\x000")
+    assert launcher.MARKER == launcher_client.MARKER
 
 
 def test_exit_codes_are_what_a_shell_would_see() -> None:
@@ -212,7 +214,8 @@ def _cmdline(p: Path) -> str:
 def test_a_stale_socket_means_a_plain_certbot_and_a_note(tmp_path: Path, fake_certbot: dict[str, str]) -> None:
     ldir = tmp_path / "launcher"
     ldir.mkdir()
-    (ldir / "launcher.py").write_text(runner.launcher_source())
+    (ldir / "launcher.py").write_text(runner.launcher_source()[0])
+    (ldir / "client.py").write_text(runner.launcher_source()[1])
     (ldir / "python").write_text(sys.executable + "\n")
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(ldir / "sock"))
@@ -227,9 +230,9 @@ def test_a_hung_launcher_is_given_up_before_certbot_starts(tmp_path: Path, monke
     hung = socket.socket(socket.AF_UNIX)
     hung.bind(path)
     hung.listen(5)  # never accepts
-    monkeypatch.setattr(launcher, "READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(launcher_client, "READY_TIMEOUT", 0.5)
     mark = tmp_path / "fallback"
-    assert launcher.client(path, str(mark), ["certonly"]) == 0
+    assert launcher_client.client(path, str(mark), ["certonly"]) == 0
     assert mark.exists()
     hung.close()
 
@@ -252,7 +255,7 @@ def test_a_run_lost_after_it_started_is_a_failure_not_a_second_run(tmp_path: Pat
     t = threading.Thread(target=accept_then_die)
     t.start()
     mark = tmp_path / "fallback"
-    assert launcher.client(path, str(mark), ["certonly"]) == 1
+    assert launcher_client.client(path, str(mark), ["certonly"]) == 1
     assert not mark.exists()
     t.join(5)
     server.close()

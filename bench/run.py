@@ -969,8 +969,11 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
     lines = [
         f"# Benchmark {meta['timestamp']}",
         "",
-        f"Sizes {' '.join(map(str, meta['sizes']))} (containers: "
-        f"{' '.join(map(str, meta.get('container_sizes', meta['sizes'])))}), {meta['runs']} run(s) each "
+        (f"Merged from {', '.join(meta['merged_from'])}.\n\n" if meta.get("merged_from") else "")
+        + f"Sizes {' '.join(map(str, meta['sizes']))}"
+        + (f" (containers: {' '.join(map(str, meta.get('container_sizes', meta['sizes'])))})"
+           if "sidecar" in meta["tools"] else "")
+        + f", {meta['runs']} run(s) each "
         f"(medians across runs), tools: {', '.join(meta['tools'])}. Total bench time {meta['elapsed_s']:.0f} s.",
         "",
     ]
@@ -1120,17 +1123,35 @@ def main(argv: list[str] | None = None) -> int:
                     "the Retry-After Pebble then sends while an order is processing)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     ap.add_argument("--no-latest", action="store_true", help="do not update latest.md / latest.png")
-    ap.add_argument("--replot", type=Path, metavar="RESULTS.json",
-                    help="only redraw the chart and table of an earlier run (writes <name>.png and <name>.md)")
+    ap.add_argument("--replot", type=Path, nargs="+", metavar="RESULTS.json",
+                    help="only redraw the chart and table of an earlier run (writes <name>.png and <name>.md); "
+                    "several: merge their runs into the first one's name with -merged (e.g. the baselines "
+                    "run once at N = 100, the sidecar three times)")
     args = ap.parse_args(argv)
     if args.replot:
-        data = json.loads(args.replot.read_text())
+        parts = [json.loads(p.read_text()) for p in args.replot]
+        data = parts[0]
+        runs = [RunResult(**r) for part in parts for r in part["runs"]]
+        target = args.replot[0]
+        if len(parts) > 1:
+            target = target.with_name(target.stem + "-merged.json")
+            meta = data["meta"]
+            meta["sizes"] = sorted({n for part in parts for n in part["meta"]["sizes"]})
+            meta["container_sizes"] = sorted({n for part in parts for n in part["meta"].get("container_sizes", [])})
+            meta["tools"] = [t for t in TOOLS if any(t in part["meta"]["tools"] for part in parts)]
+            meta["runs"] = max(part["meta"]["runs"] for part in parts)
+            meta["elapsed_s"] = sum(part["meta"]["elapsed_s"] for part in parts)
+            meta["merged_from"] = [p.name for p in args.replot]
+            for part in parts[1:]:
+                meta.setdefault("timeouts", {}).update(part["meta"].get("timeouts", {}))
+            data["rows"] = [asdict(r) for r in aggregate(runs)]
+            data["runs"] = [asdict(r) for r in runs]
+            target.write_text(json.dumps(data, indent=1) + "\n")
         rows = [Row(**r) for r in data["rows"]]
-        runs = [RunResult(**r) for r in data["runs"]]
         data["meta"].setdefault("timeouts", {str(n): args.timeout or 200 + 6 * n for n in data["meta"]["sizes"]})
         data["meta"].setdefault("baseline_max", 0)
-        args.replot.with_suffix(".md").write_text(markdown(rows, runs, data["meta"]))
-        chart(rows, args.replot.with_suffix(".png"), data["meta"])
+        target.with_suffix(".md").write_text(markdown(rows, runs, data["meta"]))
+        chart(rows, target.with_suffix(".png"), data["meta"])
         return 0
     if "sidecar" in args.tools and "--sizes" in (argv or sys.argv) and "--container-sizes" not in (argv or sys.argv):
         args.container_sizes = [n for n in args.sizes if n <= 100]  # an explicit --sizes applies to both variants

@@ -125,6 +125,7 @@ BAD_ENV = [
     ({"CERTBOT_CONCURRENCY": "many"}, "CERTBOT_CONCURRENCY"),
     ({"RELOAD_INTERVAL": "301"}, "RELOAD_INTERVAL"),
     ({"CERTBOT_RUNNER": "podman"}, "CERTBOT_RUNNER"),
+    ({"CERTBOT_LAUNCHER": "fast"}, "CERTBOT_LAUNCHER"),
     ({"ACME_PROFILE": "Short Lived"}, "ACME_PROFILE"),
     ({"RATE_LIMITS": "none"}, "RATE_LIMITS"),
     ({"ARI": "yes"}, "ARI"),
@@ -143,6 +144,11 @@ def test_bad_optional_feature_settings_name_the_variable(env: dict[str, str], ke
     assert key in message and "\n" not in message
     for secret in ("c2VjcmV0", "not base64 secret!"):
         assert secret not in message  # the EAB key is never echoed
+
+
+def test_certbots_launcher_is_on_unless_turned_off() -> None:
+    assert load({}).certbot_launcher is True
+    assert load({"CERTBOT_LAUNCHER": "off"}).certbot_launcher is False
 
 
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -152,8 +152,13 @@ def run_main(main: object, args: list[str], environ: dict[str, str], cwd: str, u
         except SystemExit as exc:
             code = exit_value_code(exc.code)
         except BaseException:
-            sys.excepthook(*sys.exc_info())
-            code = 1
+            # As the interpreter does with an uncaught exception: the hook (certbot's logs the error
+            # and ends with sys.exit(advice), which counts as that exit).
+            try:
+                sys.excepthook(*sys.exc_info())
+                code = 1
+            except SystemExit as exc:
+                code = exit_value_code(exc.code)
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):

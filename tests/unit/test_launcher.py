@@ -34,6 +34,12 @@ def main(args):
     util.atexit_register(print, "atexit ran")
     if "sleepy" in args:
         time.sleep(60)
+    if "hooked" in args:
+        def hook(kind, value, tb):
+            print("hook saw:", value, file=sys.stderr)
+            sys.exit("advice from the hook")
+        sys.excepthook = hook
+        raise RuntimeError("rate limited")
     if "boom" in args:
         raise RuntimeError("kaboom")
     if "message" in args:
@@ -142,6 +148,11 @@ def test_exit_values_and_crashes_come_out_as_from_a_plain_certbot(booted: tuple[
     assert message.returncode == 1 and "an error message" in message.stderr
     boom = _run(ldir, env, tmp_path / "r3", 60, "boom")
     assert boom.returncode == 1 and "RuntimeError: kaboom" in boom.stderr
+    # certbot's own hook logs the error and exits with advice, as in a plain run
+    hooked = _run(ldir, env, tmp_path / "r4", 60, "hooked")
+    assert hooked.returncode == 1
+    assert "atexit ran" in hooked.stdout
+    assert hooked.stderr.splitlines()[-2:] == ["hook saw: rate limited", "advice from the hook"]
 
 
 def test_parallel_runs_each_get_their_own_output(booted: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
@@ -288,3 +299,20 @@ def test_the_container_starts_the_launcher_unless_it_is_off() -> None:
     off = FakeEngine([ExecResult(0, "")])
     runner.ExecRunner(off, SANDBOX, "c", 2, launcher=False).run(["certonly"], {}, "a")  # type: ignore[arg-type]
     assert off.started[0]["command"] == ["-c", runner.IDLE_SCRIPT]
+
+
+@pytest.mark.parametrize("args", [["certonly", "3"], ["message"], ["boom"], ["hooked"], []],
+                         ids=["exit-code", "sys.exit-message", "exception", "certbots-hook", "no-args"])
+def test_through_the_launcher_or_directly_the_same_output_and_exit_code(
+        booted: tuple[Path, dict[str, str]], tmp_path: Path, args: list[str]) -> None:
+    ldir, env = booted
+    via = _run(ldir, env, tmp_path / "run-a", 60, *args)
+    (ldir / "sock").unlink()  # now RUN_SCRIPT runs certbot directly
+    direct = _run(ldir, env, tmp_path / "run-b", 60, *args)
+    assert direct.stdout.startswith("plain certbot\n")
+    assert via.returncode == direct.returncode
+    assert via.stdout == direct.stdout.removeprefix("plain certbot\n").replace("run-b", "run-a")
+    if args == ["boom"]:  # the default hook's traceback: the same but for the outermost frames
+        assert via.stderr.splitlines()[-1] == direct.stderr.splitlines()[-1] == "RuntimeError: kaboom"
+    else:
+        assert via.stderr == direct.stderr.replace("run-b", "run-a")

@@ -973,7 +973,9 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
         + f"Sizes {' '.join(map(str, meta['sizes']))}"
         + (f" (containers: {' '.join(map(str, meta.get('container_sizes', meta['sizes'])))})"
            if "sidecar" in meta["tools"] else "")
-        + f", {meta['runs']} run(s) each "
+        + (f", up to {meta['runs']} run(s) each (the served column lists each run's count)"
+           if meta.get("merged_from") else f", {meta['runs']} run(s) each")
+        + " "
         f"(medians across runs), tools: {', '.join(meta['tools'])}. Total bench time {meta['elapsed_s']:.0f} s.",
         "",
     ]

@@ -1074,7 +1074,7 @@ def chart(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
                     continue
                 x = i + (j - (len(tools) - 1) / 2) * width
                 v = getattr(row, attr)
-                served_all = row.served.split(" of ")[0] == str(n)
+                served_all = all(c == str(n) for c in row.served.split(" of ")[0].split("/"))
                 if attr == "total_s" and v is None:
                     # Not every site was served within the timeout: a hatched bar up to the timeout.
                     limit = float(meta.get("timeouts", {}).get(str(n)) or row.max_s or 1)

@@ -256,9 +256,6 @@ def serve(directory: str, program: str, load: object = load_certbot) -> None:
     import signal
 
     main = load()  # type: ignore[operator]
-    import gc
-    gc.collect()
-    gc.freeze()  # what is imported stays out of the children's collections: fewer copied pages per fork
     path = os.path.join(directory, "sock")
     tmp = path + ".%d" % os.getpid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -798,8 +798,12 @@ class CertbotBench(Tool):
             log(f"certbot N={n} run {k}: {n} certbot run(s) in sequence, then one reload")
             t0 = time.monotonic()
 
+            stop = threading.Event()  # the timeout came: no more runs (close() removes what is left)
+
             def script() -> None:
                 for name in names:
+                    if stop.is_set():
+                        return
                     cmd = [
                         "docker", "run", "--rm", "--network", env.network.name,
                         "--label", f"{RUN_LABEL}={env.project}",
@@ -828,6 +832,8 @@ class CertbotBench(Tool):
             runner.start()
             res.per_site = wait_sites(https_port, root, {nm: t0 for nm in names}, timeout)
             runner.join(timeout=max(1.0, timeout - (time.monotonic() - t0)))
+            stop.set()
+            runner.join(timeout=310)  # the run in progress (docker run's own timeout is 300 s)
             res.total_s = max(res.times) if res.served == n else None
             log(f"certbot N={n} run {k}: served {res.served}/{n}, total {res.total_s}")
         except Exception as exc:  # noqa: BLE001

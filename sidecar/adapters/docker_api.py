@@ -20,7 +20,7 @@ import docker.errors
 import requests.exceptions
 
 from sidecar.core.errors import ConfigError, DockerUnavailable
-from sidecar.core.model import ContainerInfo
+from sidecar.core.model import ContainerInfo, SwarmNode, SwarmService, SwarmTask
 from sidecar.core.redact import redact
 
 log = logging.getLogger(__name__)
@@ -375,6 +375,46 @@ class Docker:
             return len(leftovers)
         except _DOCKER_ERRORS as exc:
             raise DockerUnavailable(f"removing leftover containers failed: {exc}") from exc
+
+    # -- Swarm (a manager's API) -------------------------------------------------
+    def swarm_node_id(self) -> str:
+        """This engine's Swarm node id ("" when it is not in a swarm)."""
+        with _translated("reading the engine's info"):
+            info = self._client.api.info()
+        return str(((info.get("Swarm") or {}).get("NodeID")) or "")
+
+    def swarm_services(self) -> list[SwarmService]:
+        with _translated("listing Swarm services"):
+            raw = self._client.api.services()
+        return [SwarmService(id=s["ID"], name=str(((s.get("Spec") or {}).get("Name")) or s["ID"][:12]),
+                             labels=dict(((s.get("Spec") or {}).get("Labels")) or {}),
+                             created=str(s.get("CreatedAt") or "")) for s in raw]
+
+    def swarm_tasks(self, service: str | None = None) -> list[SwarmTask]:
+        """Tasks (all services, or those of ``service`` by name), with their overlay addresses."""
+        with _translated("listing Swarm tasks"):
+            raw = self._client.api.tasks(filters={"service": service} if service else None)
+        tasks = []
+        for t in raw:
+            nets: dict[str, str] = {}
+            for att in t.get("NetworksAttachments") or []:
+                name = str((((att.get("Network") or {}).get("Spec") or {}).get("Name")) or "")
+                addrs = [a.split("/")[0] for a in att.get("Addresses") or [] if "." in a]
+                if name and addrs:
+                    nets[name] = addrs[0]
+            running = t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") == "running"
+            tasks.append(SwarmTask(id=t["ID"], service_id=str(t.get("ServiceID") or ""),
+                                   node_id=str(t.get("NodeID") or ""), slot=int(t.get("Slot") or 0),
+                                   running=running, networks=nets))
+        return tasks
+
+    def swarm_nodes(self) -> list[SwarmNode]:
+        with _translated("listing Swarm nodes"):
+            raw = self._client.api.nodes()
+        return [SwarmNode(id=n["ID"], hostname=str(((n.get("Description") or {}).get("Hostname")) or n["ID"][:12]),
+                          role=str(((n.get("Spec") or {}).get("Role")) or ""),
+                          available=((n.get("Spec") or {}).get("Availability") == "active"
+                                     and (n.get("Status") or {}).get("State") == "ready")) for n in raw]
 
     # -- events ----------------------------------------------------------------
     def events(self) -> Iterator[dict[str, Any]]:

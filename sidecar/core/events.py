@@ -35,6 +35,7 @@ class Kind(str, enum.Enum):
     DOCKER_UNAVAILABLE = "docker_unavailable"
     CONSUMER_SIGNALLED = "consumer_signalled"  # a consumer container told of its new certificate; details: container, signal, serial
     CONSUMER_FAILED = "consumer_failed"        # telling it failed; details: container, signal, error, failures, next_attempt
+    NODE_BUNDLE = "node_bundle"          # Swarm: a node's bundle state changed; details: node, hostname, version, state, detail
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,36 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class SwarmService:
+    """A Swarm service, from ``GET /services`` (its ``deploy.labels``, not its containers' labels)."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    created: str = ""  # sortable (the older service owns a contested domain)
+
+
+@dataclass(frozen=True)
+class SwarmTask:
+    """A Swarm task, from ``GET /tasks``: where it runs and its address on each overlay network."""
+
+    id: str
+    service_id: str
+    node_id: str
+    slot: int
+    running: bool  # desired and actual state both "running"
+    networks: Mapping[str, str]  # network name -> IPv4 address
+
+
+@dataclass(frozen=True)
+class SwarmNode:
+    id: str
+    hostname: str
+    role: str          # manager | worker
+    available: bool    # availability active and state ready
+
+
+@dataclass(frozen=True)
 class Certificate:
     """A certificate lineage on disk, as read by ``certs``."""
 

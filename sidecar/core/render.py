@@ -217,16 +217,19 @@ def listener_profile(sites: tuple[Site, ...] | list[Site], default: str) -> str:
 def render_global(
     webroot: str, traits: NginxTraits, templates_dir: str | None = None, profile: str = "intermediate",
     user_defaults: frozenset[int] = frozenset(), http_names: tuple[str, ...] = (), quic: bool = False,
+    challenge_proxy: str | None = None,
 ) -> str:
     """``profile``: the listener's (see ``listener_profile``); it decides every TLS handshake.
 
     ``user_defaults``: ports where a hand-written server already says ``default_server``
     (nginx refuses two); there the sidecar's servers answer by name instead. ``quic``: some
     site serves HTTP/3, so the catch-all opens the shared QUIC listener.
+    ``challenge_proxy`` (Docker Swarm): host:port a challenge not in this node's webroot is forwarded to.
     """
     return _render("global.conf.j2", templates_dir, webroot=webroot, ipv6=traits.ipv6, traits=traits,
                    tls=tls_profile(traits, profile), default80=80 not in user_defaults,
-                   default443=443 not in user_defaults, http_names=http_names, quic=quic and traits.http3)
+                   default443=443 not in user_defaults, http_names=http_names, quic=quic and traits.http3,
+                   challenge_proxy=challenge_proxy)
 
 
 def _detected(traits: NginxTraits) -> str:
@@ -339,6 +342,7 @@ def render_all(
     templates_dir: str | None = None,
     user_defaults: frozenset[int] = frozenset(),
     http3: Http3 = Http3(),
+    challenge_proxy: str | None = None,
 ) -> dict[str, str]:
     """filename -> content for every file the sidecar wants in conf.d right now.
 
@@ -352,7 +356,8 @@ def render_all(
     listener = listener_profile([s for s, _ in live], profile)
     names = tuple(dict.fromkeys(d for site in sites for d in site.domains))
     quic = any(http3.wanted(s) for s, _ in live)
-    files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names, quic)}
+    files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names, quic,
+                                        challenge_proxy)}
     for site, cert in live:
         files[site_filename(site.name)] = render_site(
             site, cert, traits, profile, snippets_dir, templates_dir, listener, http3

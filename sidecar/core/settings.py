@@ -7,6 +7,7 @@ misbehaving later.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -110,6 +111,14 @@ class Settings:
     # UDP port clients reach (the published one), written into Alt-Svc.
     http3: bool = False
     http3_port: int = 443
+    # Docker Swarm (README "Docker Swarm"): "standalone" (Compose, one engine), "issuer" (reads Swarm
+    # services, gets certificates, sends bundles to the agents) or "agent" (applies bundles to its node's nginx).
+    role: str = "standalone"
+    swarm_agent_service: str | None = None   # the agents' service name (issuer)
+    challenge_proxy: str | None = None       # host:port every node's nginx forwards unknown challenges to
+    bundle_key_file: Path = Path("/run/secrets/sidecar_bundle_key")
+    agent_port: int = 9091
+    swarm_poll_seconds: float = 5.0
 
     def propagation_for(self, provider: str) -> int | None:
         return dict(self.dns_propagation).get(provider, self.dns_propagation_seconds)
@@ -338,7 +347,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         render.check_templates(str(templates_dir))
 
     defaults = Settings()
-    return Settings(
+    return _swarm(env, Settings(
         acme_server=server,
         acme_email=email,
         acme_ca_bundle=_path(env, "ACME_CA_BUNDLE", None),
@@ -389,4 +398,30 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         adopt_certs_dir=_nginx_dir_or_off(env, "ADOPT_CERTS_DIR", None),
         http3=_choice(env, "HTTP3", "off", ("on", "off")) == "on",
         http3_port=_port(env, "HTTP3_PORT", defaults.http3_port),
-    )
+    ))
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}:[0-9]{1,5}$")
+
+
+def _swarm(env: Mapping[str, str], settings: Settings) -> Settings:
+    """The Docker Swarm roles' variables (README "Docker Swarm")."""
+    defaults = Settings()
+    role = _choice(env, "SIDECAR_ROLE", "standalone", ("standalone", "issuer", "agent"))
+    agents = _str(env, "SWARM_AGENT_SERVICE")
+    if agents is not None and not _CONTAINER_NAME.fullmatch(agents):
+        raise ConfigError(f"SWARM_AGENT_SERVICE={agents!r}: not a service name")
+    if role == "issuer" and agents is None:
+        raise ConfigError("SIDECAR_ROLE=issuer needs SWARM_AGENT_SERVICE (the agents' service, e.g. mystack_agent)")
+    proxy = _str(env, "CHALLENGE_PROXY")
+    if proxy is not None and not _HOST_PORT.fullmatch(proxy):
+        raise ConfigError(f"CHALLENGE_PROXY={proxy!r}: host:port, e.g. issuer:9090")
+    state_dir, certs_dir = settings.state_dir, settings.certs_dir
+    if role == "issuer" and not state_dir.is_relative_to(certs_dir):
+        raise ConfigError(f"SIDECAR_ROLE=issuer: STATE_DIR={state_dir} must be inside CERTS_DIR={certs_dir} "
+                          "(the ledger travels with the certificates to every node)")
+    return dataclasses.replace(
+        settings, role=role, swarm_agent_service=agents, challenge_proxy=proxy,
+        bundle_key_file=_path(env, "BUNDLE_KEY_FILE", None) or defaults.bundle_key_file,
+        agent_port=int(_float(env, "AGENT_PORT", defaults.agent_port, 1, 65535)),
+        swarm_poll_seconds=_float(env, "SWARM_POLL_SECONDS", defaults.swarm_poll_seconds, 0.5, 300.0))

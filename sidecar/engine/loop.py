@@ -27,17 +27,19 @@ from sidecar.core import ratelimits, render
 from sidecar.core.errors import DockerUnavailable, SidecarError
 from sidecar.core.events import Kind
 from sidecar.core.model import Certificate, Site
-from sidecar.core.names import utcnow
+from sidecar.core.names import site_filename, utcnow
 from sidecar.core.planner import Policy
 from sidecar.core.schedule import Work, schedule
 from sidecar.core.settings import Settings
 from sidecar.engine import startup
 from sidecar.engine.burst import Burst
+from sidecar.engine.distributor import Distributor
 from sidecar.engine.hooks import Hooks
 from sidecar.engine.issuer import Issuer
 from sidecar.engine.publisher import Publisher
 from sidecar.engine.reporter import Reporter
 from sidecar.engine.world import Snapshot, World
+from sidecar.sources.swarm import SwarmPoller
 from sidecar.sources.triggers import MAX_SLEEP, DockerEventWatcher, Triggers, watch_files
 from sidecar.state import lineage
 from sidecar.state.ledger import Ledger
@@ -70,6 +72,18 @@ class Reconciler:
         self.watcher: DockerEventWatcher | None = None
         self.owner = "host"
         self.passes = 0
+        self.distributor: Distributor | None = None  # Docker Swarm issuer: bundles to every node
+
+    def distribute(self, key: bytes) -> Distributor:
+        """SIDECAR_ROLE=issuer: send every node's agent what this node's nginx runs."""
+        self.distributor = Distributor(self.settings, self.docker, key, self.reporter, self.served_sites)
+        return self.distributor
+
+    def served_sites(self) -> tuple[tuple[str, str], ...]:
+        """(site, a name to ask for with SNI) of each site nginx serves over HTTPS, for the agents' checks."""
+        live = self.publisher.live
+        return tuple(sorted((name, next((d for d in site.domains if not d.startswith("*.")), site.domains[0]))
+                            for name, site in self.reporter.sites.items() if site_filename(name) in live))
 
     # -- from the operator (status server) ------------------------------------------
     def request_renewal(self, name: str, force: bool = False) -> str:
@@ -103,6 +117,13 @@ class Reconciler:
         self.watcher = DockerEventWatcher(self.docker.events, self.settings, self.triggers,
                                           lambda: self.world.relevant_ids)
         self.watcher.start()
+        poller = None
+        if self.distributor is not None:
+            poller = SwarmPoller(lambda: (self.docker.swarm_services(), self.docker.swarm_tasks()),
+                                 self.settings.swarm_poll_seconds, self.triggers.poke)
+            poller.start()
+            self.distributor.networks = frozenset(env.me.networks) if env.me else frozenset()
+            self.distributor.start()
         if not lineage.has_account(self.settings.certs_dir, self.settings.acme_server):
             self.issuer.registering.set()
         threading.Thread(target=self._warm_up, name="certbot-warm-up", daemon=True).start()
@@ -129,6 +150,9 @@ class Reconciler:
         finally:
             for obs in observers:
                 obs.stop()
+            if poller is not None and self.distributor is not None:
+                poller.stopped.set()
+                self.distributor.stop()
             self.hooks.close()
             try:
                 env.runner.close()
@@ -182,6 +206,8 @@ class Reconciler:
             log.info("first pass done in %.2fs (planned after %.2fs): %d site%s, %d certificate%s on disk, "
                      "%d requested", time.monotonic() - started, first_plan[0], n, "" if n == 1 else "s",
                      len(snap.lineages), "" if len(snap.lineages) == 1 else "s", first_plan[1])
+        if self.distributor is not None:
+            self.distributor.poke()
         now = self.clock()
         wakeups = [t for t in (work.next_wakeup, self.ari.next_recheck(now), self.publisher.retry_at(now))
                    if t is not None]

@@ -142,7 +142,7 @@ class Publisher:
             [x for x in snap.desired.sites if x.source_kind != SourceKind.NGINX_CONF],
             dict(lineages), str(s.webroot_dir), traits, s.tls_profile,
             str(s.snippets_dir) if s.snippets_dir else None, str(s.templates_dir) if s.templates_dir else None,
-            snap.user_defaults, render.Http3(s.http3, s.http3_port),
+            snap.user_defaults, render.Http3(s.http3, s.http3_port), s.challenge_proxy,
         )
         control = self.control_for(snap.nginx.id)
         self.broken.review()

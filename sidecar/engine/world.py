@@ -21,7 +21,7 @@ from sidecar.core import desired
 from sidecar.core.consumers import Consumer
 from sidecar.core.model import Certificate, ContainerInfo, DesiredState, Problem
 from sidecar.core.settings import Settings
-from sidecar.sources import consumers
+from sidecar.sources import consumers, swarm
 from sidecar.sources.compat import CompatSources
 from sidecar.sources.confs import read_confs
 from sidecar.sources.containers import defaults_of
@@ -67,6 +67,9 @@ class World:
 
     def read(self) -> Snapshot:
         listed = self.docker.list_containers()
+        if self.settings.role == "issuer":  # Swarm services' tasks, read like containers
+            listed += swarm.tasks_as_containers(self.docker.swarm_services(), self.docker.swarm_tasks(),
+                                                self.settings.label_prefix)
         view = self.compat.view(listed, self.me)
         wanted = consumers.read_consumers(listed, self.settings, self.me, view.nginx)
         self.relevant_ids = view.relevant_ids | wanted.ids

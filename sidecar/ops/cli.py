@@ -112,14 +112,27 @@ def _run(cfg: settings_mod.Settings) -> int:
     except DockerUnavailable as exc:
         log.error("%s (is /var/run/docker.sock mounted?)", exc)
         return 1
+    if cfg.role != "standalone":
+        from sidecar.state.bundlefiles import read_key
+        try:
+            key = read_key(cfg.bundle_key_file)
+        except ConfigError as exc:
+            log.error("configuration error: %s", exc)
+            return 2
+        if cfg.role == "agent":
+            return _agent(cfg, docker, key)
     reconciler = Reconciler(cfg, docker)
+    distributor = reconciler.distribute(key) if cfg.role == "issuer" else None
     board, metrics = StatusBoard(), Metrics()
     for observer in (board, metrics, alerter):
         reconciler.observers.add(observer)
     server = None
     if cfg.status_port:
         try:
-            server = StatusServer(OpsApp(board, metrics, cfg.state_dir, reconciler), cfg.status_addr, cfg.status_port)
+            app = OpsApp(board, metrics, cfg.state_dir, reconciler)
+            if distributor is not None:
+                app.nodes, app.webroot = distributor.rows, cfg.webroot_dir
+            server = StatusServer(app, cfg.status_addr, cfg.status_port)
         except OSError as exc:
             log.error("configuration error: STATUS_ADDR=%s STATUS_PORT=%d: cannot listen: %s",
                       cfg.status_addr, cfg.status_port, exc)
@@ -148,6 +161,27 @@ def _run(cfg: settings_mod.Settings) -> int:
         if server is not None:
             server.stop()
     log.info("stopped")
+    return 0
+
+
+def _agent(cfg: settings_mod.Settings, docker: Any, key: bytes) -> int:
+    """SIDECAR_ROLE=agent: apply the issuer's bundles to this node's nginx until stopped."""
+    import threading
+    from sidecar.engine import agent
+
+    stopped = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        logging.getLogger("sidecar").info("received %s, stopping", signal.Signals(signum).name)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.serve(cfg, docker, key, stopped)
+    except (DockerUnavailable, OSError) as exc:
+        logging.getLogger("sidecar").error("agent: %s", exc)
+        return 1
     return 0
 
 
@@ -275,6 +309,14 @@ def format_status(doc: dict[str, Any], width: int = 160) -> str:
                 code = "timed out" if run.get("exit_code") is None else f"exit {run.get('exit_code')}"
                 out.append(f"  {site}: {code}, {when(run.get('at'), now)}: {run.get('last_line') or ''}")
                 out.append(f"    {run.get('path')}")
+    nodes = doc.get("nodes")
+    if nodes is not None:
+        out.append("")
+        out.append("Swarm nodes (bundle each node's nginx serves):")
+        out.append(table(["NODE", "BUNDLE", "STATE", "SITES VERIFIED", "DETAIL"],
+                         [[n.get("hostname") or str(n.get("node", ""))[:12], str(n.get("version", 0)),
+                           n.get("state", ""), str(n.get("verified", 0)), n.get("detail") or "-"] for n in nodes],
+                         [30, 0, 12, 0, 80]) if nodes else "  no agent has answered yet")
     budgets = doc.get("rate_limit_budgets") or {}
     if budgets:
         out.append("")

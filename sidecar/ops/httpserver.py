@@ -230,6 +230,17 @@ class OpsApp:
     max_age: timedelta = HEALTH_MAX_AGE
     # register it with the reconciler's observers (``reconciler.observers.add(app.journal)``)
     journal: EventJournal = field(default_factory=EventJournal)
+    # Docker Swarm issuer: each node's bundle state, and the webroot whose challenges every node's nginx forwards
+    nodes: Callable[[], list[dict[str, Any]]] | None = None
+    webroot: Path | None = None
+
+    def challenge(self, token: str) -> tuple[int, bytes]:
+        if self.webroot is None or not token or "/" in token or token.startswith("."):
+            return 404, b"not found\n"
+        try:
+            return 200, (self.webroot / ".well-known" / "acme-challenge" / token).read_bytes()
+        except OSError:
+            return 404, b"not found\n"
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         last, docker_ok, error = self.board.state()
@@ -239,7 +250,10 @@ class OpsApp:
     def status(self) -> tuple[int, dict[str, Any]]:
         last, docker_ok, error = self.board.state()
         now = self.clock()
-        return 200, status_document(last, self.state_dir, now, health(last, docker_ok, error, now, self.max_age))
+        doc = status_document(last, self.state_dir, now, health(last, docker_ok, error, now, self.max_age))
+        if self.nodes is not None:
+            doc["nodes"] = self.nodes()
+        return 200, doc
 
     def page(self) -> str:
         """The status page (HTML) from the same documents as ``/status`` and ``/events``, secrets redacted."""
@@ -301,7 +315,10 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             path = url.path.rstrip("/") or "/"
             try:
-                if path == "/healthz":
+                if path.startswith("/.well-known/acme-challenge/"):
+                    code, body = app.challenge(path.removeprefix("/.well-known/acme-challenge/"))
+                    self._send(code, body, "text/plain")
+                elif path == "/healthz":
                     self._json(*app.healthz())
                 elif path == "/metrics":
                     self._send(200, app.metrics.render(), METRICS_CONTENT_TYPE)

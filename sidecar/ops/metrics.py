@@ -94,6 +94,11 @@ class Metrics:
         self.consumer_failures = Counter(f"{NS}_consumer_hook_failures",
                                          "Failed attempts to tell a consumer container of a new certificate.",
                                          ["site", "container"], registry=r)
+        self.node_bundle = Gauge(f"{NS}_node_bundle_version",
+                                 "Docker Swarm: the bundle version each node's nginx serves.", ["node"], registry=r)
+        self.node_ok = Gauge(f"{NS}_node_bundle_ok",
+                             "Docker Swarm: 1 if the node applied the latest bundle it was offered, else 0.",
+                             ["node"], registry=r)
         self.docker_up = Gauge(f"{NS}_docker_up", "1 if the Docker API answered on the last pass.", registry=r)
         for state in STATES:
             self.sites.labels(state).set(0)
@@ -108,6 +113,11 @@ class Metrics:
     # -- Observer --------------------------------------------------------------
     def event(self, event: Event) -> None:
         d = event.details
+        if event.kind is Kind.NODE_BUNDLE:
+            node = str(d.get("hostname") or d.get("node") or "?")
+            self.node_bundle.labels(node).set(float(d.get("version") or 0))
+            self.node_ok.labels(node).set(1.0 if d.get("state") == "applied" else 0.0)
+            return
         if event.kind in (Kind.CERT_ISSUED, Kind.CERT_RENEWED):
             with self._lock:
                 self._succeeded.add(event.site)

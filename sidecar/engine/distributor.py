@@ -23,6 +23,7 @@ from sidecar.core import bundle as bundle_mod
 from sidecar.core.bundle import Bundle, Refused
 from sidecar.core.errors import DockerUnavailable
 from sidecar.core.events import Kind
+from sidecar.core.names import site_filename
 from sidecar.core.settings import Settings
 from sidecar.engine.reporter import Reporter
 from sidecar.state import bundlefiles
@@ -97,7 +98,8 @@ class Distributor:
         s = self.settings
         files = bundlefiles.collect(s.certs_dir, s.conf_dir, s.state_dir)
         digest = bundle_mod.files_digest(files)
-        sites = self.sites()
+        confs = {f.path for f in files if f.area == "conf"}
+        sites = tuple(s for s in self.sites() if site_filename(s[0]) in confs)  # (what this bundle serves)
         if self.current is None or self.current.digest != digest or self.current.sites != sites:
             version = max(int(time.time() * 1000), self.version + 1)
             self.current = Bundle(version, digest, self.node, files, sites)

@@ -205,3 +205,95 @@ def test_on_the_issuers_own_node_the_agent_writes_nothing(tmp_path: Path) -> Non
     files = (b.File("conf", "sidecar-site-a.conf", b"a"),)
     code, _ = agent.receive(b.seal(KEY, b.BUNDLE, b.to_doc(_bundle(files, 5, node="node-2"))), "peer")
     assert code == 200 and not (tmp_path / "conf" / "sidecar-site-a.conf").exists() and docker.commands == []
+
+
+# -- the issuer's distributor, with a fake Swarm API and fake agents ----------------------
+class Collect:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def event(self, event: Any) -> None:
+        self.events.append(event)
+
+    def snapshot(self, snap: Any) -> None:
+        pass
+
+
+class FakeSwarm:
+    def __init__(self, tasks: list[SwarmTask]) -> None:
+        self.tasks = tasks
+
+    def swarm_node_id(self) -> str:
+        return "n1"
+
+    def swarm_nodes(self) -> list[Any]:
+        from sidecar.core.model import SwarmNode
+        return [SwarmNode(f"n{i}", f"host{i}", "manager", True) for i in (1, 2, 3)]
+
+    def swarm_tasks(self, service: str | None = None) -> list[SwarmTask]:
+        assert service == "acme_agent"
+        return self.tasks
+
+
+def _distributor(tmp_path: Path, tasks: list[SwarmTask], answers: dict[str, str]) -> tuple[Any, Collect, list[str]]:
+    from sidecar.core.events import Observers
+    from sidecar.engine.distributor import Distributor
+    from sidecar.engine.reporter import Reporter
+
+    certs, conf, _ = _tree(tmp_path)
+    s = settings_mod.load({"SIDECAR_ROLE": "issuer", "SWARM_AGENT_SERVICE": "acme_agent",
+                           "CERTS_DIR": str(certs), "NGINX_CONF_DIR": str(conf),
+                           "STATE_DIR": str(certs / ".sidecar-state")})
+    seen, sent = Collect(), []
+
+    def send(url: str, blob: bytes) -> tuple[int, bytes]:
+        sent.append(url)
+        doc = b.unseal(KEY, b.BUNDLE, blob)
+        addr = url.split("//")[1].split(":")[0]
+        state = answers[addr]
+        if state == "down":
+            raise OSError("connection refused")
+        version = doc["version"] if state == "applied" else 1
+        return 200, b.seal(KEY, b.REPORT, {"node": addr, "version": version, "digest": doc["digest"],
+                                           "state": state, "detail": "" if state == "applied" else "nginx: [emerg]"})
+    d = Distributor(s, FakeSwarm(tasks), KEY, Reporter(s, lambda: None, Observers([seen])),  # type: ignore[arg-type]
+                    lambda: (("a.test", "a.test"), ("gone.test", "gone.test")), send)
+    return d, seen, sent
+
+
+def test_one_bundle_goes_to_every_agent_and_a_rejecting_node_holds_back_no_other(tmp_path: Path) -> None:
+    tasks = [SwarmTask(f"t{i}", "agents", f"n{i}", 0, True, {"acme_web": f"10.0.1.{i}"}) for i in (1, 2, 3)]
+    d, seen, sent = _distributor(tmp_path, tasks, {"10.0.1.1": "applied", "10.0.1.2": "rejected",
+                                                   "10.0.1.3": "down"})
+    d.step()
+    rows = {r["hostname"]: r for r in d.rows()}
+    assert {h: r["state"] for h, r in rows.items()} == {"host1": "applied", "host2": "rejected",
+                                                         "host3": "unreachable"}
+    assert rows["host1"]["version"] == d.version and rows["host2"]["offered"] == d.version
+    assert d.current is not None and d.current.sites == (("a.test", "a.test"),)  # only what the bundle serves
+    assert [e.details["state"] for e in seen.events] == ["applied", "rejected", "unreachable"]
+    d.step()  # nothing new: no one is asked again before the retry time
+    assert len(sent) == 3
+    tasks.pop()
+    d.step()
+    assert {r["hostname"]: r["state"] for r in d.rows()}["host3"] == "no agent"
+
+
+def test_node_bundle_events_feed_the_metrics_and_status_lists_the_nodes() -> None:
+    from datetime import datetime, timezone
+
+    from sidecar.core.events import Event, Kind
+    from sidecar.ops import cli
+    from sidecar.ops.metrics import Metrics
+
+    m = Metrics()
+    at = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    m.event(Event(Kind.NODE_BUNDLE, at, "", "", {"node": "n1", "hostname": "host1", "version": 7, "state": "applied"}))
+    m.event(Event(Kind.NODE_BUNDLE, at, "", "", {"node": "n2", "hostname": "host2", "version": 5, "state": "rejected"}))
+    text = m.render().decode()
+    assert 'nginx_acme_node_bundle_version{node="host1"} 7.0' in text
+    assert 'nginx_acme_node_bundle_ok{node="host2"} 0.0' in text
+    out = cli.format_status({"now": at.isoformat(), "sites": [], "nodes": [
+        {"node": "n2", "hostname": "host2", "version": 5, "state": "rejected", "verified": 0,
+         "detail": "nginx: [emerg] unknown directive"}]})
+    assert "Swarm nodes" in out and "host2" in out and "rejected" in out and "unknown directive" in out

@@ -53,15 +53,24 @@ def build_images() -> None:
         subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
                         "-t", PAYLOAD_IMAGE + "-layers", "-f", str(ROOT / "tests/images/swarm-payload/Dockerfile"),
                         ctx], check=True, capture_output=True, env=env)
+    layered = sh("docker", "image", "inspect", "-f", "{{.Id}}", PAYLOAD_IMAGE + "-layers").strip()
+    flat = sh("docker", "image", "inspect", "-f", '{{index .Config.Labels "swarm-e2e.source"}}', PAYLOAD_IMAGE,
+              check=False).strip()
+    if flat == layered:
+        return  # flattened from this very build already
+    previous = sh("docker", "image", "inspect", "-f", "{{.Id}}", PAYLOAD_IMAGE, check=False).strip()
     cid = sh("docker", "create", PAYLOAD_IMAGE + "-layers", "true").strip()
     try:
         with subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE) as export:
             subprocess.run(["docker", "import", "--change", "WORKDIR /app",
                             "--change", "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
-                            "--change", 'CMD ["nginx", "-g", "daemon off;"]', "-", PAYLOAD_IMAGE],
+                            "--change", 'CMD ["nginx", "-g", "daemon off;"]',
+                            "--change", f"LABEL swarm-e2e.source={layered}", "-", PAYLOAD_IMAGE],
                            stdin=export.stdout, check=True, capture_output=True)
     finally:
         sh("docker", "rm", "-f", cid, check=False)
+    if previous:  # no dangling copy of 400 MB per run
+        sh("docker", "image", "rm", previous, check=False)
 
 
 @dataclass
@@ -106,7 +115,8 @@ class Swarm:
             sh("docker", "run", "-d", "--name", node.name, "--hostname", name, "--network", self.network,
                "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
                "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
-               "--tmpfs", "/run", "--label", f"swarm-e2e={self.prefix}", *publish, NODE_IMAGE)
+               "--tmpfs", "/run", "--label", f"swarm-e2e={self.prefix}", "-e", f"CGROUP_PARENT=/dind-{node.name}",
+               *publish, NODE_IMAGE)
         for node in self.nodes:
             wait_for(f"engine of {node.name}", lambda n=node: n.docker("info", "--format", "{{.ID}}", check=False),
                      timeout=90, interval=0.5)

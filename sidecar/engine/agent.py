@@ -79,7 +79,8 @@ class Agent:
                 self.current.refused += 1
                 log.error("refused bundle %d from %s: older than the one applied (%d)", b.version, peer,
                           self.current.version)
-                return 403, b"refused: older than the bundle applied\n"
+                # 409 with the version applied: an issuer whose clock is behind (it moved) numbers its next bundle after it
+                return 409, f"refused: older than the bundle applied: {self.current.version}\n".encode()
             report = self.apply(b)
         return 200, bundle_mod.seal(self.key, REPORT, bundle_mod.report_doc(report))
 

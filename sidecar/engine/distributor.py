@@ -59,6 +59,7 @@ class Distributor:
         self.send = send or _put
         self.node = docker.swarm_node_id()
         self.current: Bundle | None = None
+        self.floor = 0  # the highest version an agent said it applied (bundles are numbered after it)
         self.nodes: dict[str, NodeState] = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -101,7 +102,7 @@ class Distributor:
         confs = {f.path for f in files if f.area == "conf"}
         sites = tuple(s for s in self.sites() if site_filename(s[0]) in confs)  # (what this bundle serves)
         if self.current is None or self.current.digest != digest or self.current.sites != sites:
-            version = max(int(time.time() * 1000), self.version + 1)
+            version = max(int(time.time() * 1000), self.version + 1, self.floor + 1)
             self.current = Bundle(version, digest, self.node, files, sites)
             log.info("bundle %d: %d files, %d site%s", version, len(files), len(sites), "" if len(sites) == 1 else "s")
         return self.current
@@ -139,6 +140,12 @@ class Distributor:
         except OSError as exc:
             self._set(st, "unreachable", f"agent at {addr}: {exc}", st.version, st.digest, 0)
             return
+        if code == 409:  # the agent has a newer bundle (from before this issuer moved, with a clock ahead of ours)
+            applied = body.decode(errors="replace").rsplit(":", 1)[-1].strip()
+            if applied.isdigit() and int(applied) >= b.version:
+                self.floor, self.current, st.tried_at = max(self.floor, int(applied)), None, 0.0
+                self.wake.set()
+                return
         if code != 200:
             self._set(st, "failed", f"agent answered {code}: {body[:200].decode(errors='replace').strip()}",
                       st.version, st.digest, 0)

@@ -222,7 +222,7 @@ def test_a_node_whose_nginx_rejects_the_bundle_does_not_hold_back_the_others(clu
             return rows["w1"] if rows["w1"]["state"] == "rejected" else None
         row = sw.wait("the worker's bundle state 'rejected'", rejected, timeout=120)
         applied = {r["hostname"]: r["version"] for r in cluster.status()["nodes"] if r["state"] == "applied"}
-        assert set(applied) == {"m1", "m2"} and row["version"] < min(applied.values())
+        assert set(applied) == {"m1", "m2"} and row["version"] < max(applied.values())  # the worker is behind
         assert row["offered"] > row["version"] and "zz-broken.conf" in row["detail"]
         assert _metrics(cluster)[("nginx_acme_node_bundle_ok", "w1")] == 0.0
         # the worker keeps serving what it had
@@ -235,7 +235,7 @@ def test_a_node_whose_nginx_rejects_the_bundle_does_not_hold_back_the_others(clu
     sw.wait("HTTPS b.swarm.test on the worker", lambda: cluster.served(w, "b.swarm.test"), timeout=60)
 
 
-def test_scaling_and_removing_a_service(cluster: Cluster) -> None:
+def test_scaling_a_rolling_update_and_removing_a_service(cluster: Cluster) -> None:
     cursor = cluster.api("/events?since=0")["next"]
     cluster.swarm.manager.docker("service", "scale", "-d", "app-a=3")
 
@@ -247,6 +247,19 @@ def test_scaling_and_removing_a_service(cluster: Cluster) -> None:
     sw.wait("every node on the new bundle", cluster.nodes_applied, timeout=120)
     for node in cluster.swarm.nodes:
         assert "hello from app-a" in tls_get(node.ports[443], "a.swarm.test", ca=cluster.pebble_root).body
+    # A rolling update replaces every task (new addresses): every node follows, no request fails after it.
+    before = max(sw.wait("every node on the same bundle", cluster.nodes_applied).values())
+    cluster.swarm.manager.docker("service", "update", "-d", "--force", "app-a")
+    sw.wait("the rolling update done", lambda: cluster.swarm.manager.docker(
+        "service", "inspect", "-f", "{{.UpdateStatus.State}}", "app-a").strip() == "completed", timeout=180)
+    sw.wait("every node on a bundle with the new tasks",
+            lambda: (v := cluster.nodes_applied()) and min(v.values()) > before and v, timeout=120)
+
+    def all_upstreams_answer(n: sw.Node) -> bool:  # every upstream in turn (round robin), none of them gone
+        return all("hello from app-a" in tls_get(n.ports[443], "a.swarm.test", ca=cluster.pebble_root).body
+                   for _ in range(6))
+    for node in cluster.swarm.nodes:
+        sw.wait(f"{node.name} proxying to the new tasks only", lambda n=node: all_upstreams_answer(n), timeout=60)
     cluster.swarm.manager.docker("service", "rm", "app-b")
     for node in cluster.swarm.nodes:
         def gone(n: sw.Node = node) -> bool:

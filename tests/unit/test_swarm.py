@@ -195,7 +195,7 @@ def test_an_agent_refuses_forged_and_older_bundles(tmp_path: Path) -> None:
     assert not (tmp_path / "conf" / "sidecar-evil.conf").exists()
     agent.receive(b.seal(KEY, b.BUNDLE, b.to_doc(_bundle((), 7))), "peer")
     older = b.seal(KEY, b.BUNDLE, b.to_doc(_bundle((b.File("conf", "sidecar-old.conf", b"x"),), 3)))
-    assert agent.receive(older, "peer")[0] == 403
+    assert agent.receive(older, "peer") == (409, b"refused: older than the bundle applied: 7\n")
     assert agent.status()["refused"] == 2 and agent.status()["version"] == 7
 
 
@@ -297,3 +297,20 @@ def test_node_bundle_events_feed_the_metrics_and_status_lists_the_nodes() -> Non
         {"node": "n2", "hostname": "host2", "version": 5, "state": "rejected", "verified": 0,
          "detail": "nginx: [emerg] unknown directive"}]})
     assert "Swarm nodes" in out and "host2" in out and "rejected" in out and "unknown directive" in out
+
+
+def test_an_issuer_behind_an_agents_clock_numbers_its_bundles_after_the_agents(tmp_path: Path) -> None:
+    tasks = [SwarmTask("t2", "agents", "n2", 0, True, {"acme_web": "10.0.1.2"})]
+    d, _, sent = _distributor(tmp_path, tasks, {})
+    ahead = 10 ** 15
+    agent_key_answers = iter([(409, f"refused: older than the bundle applied: {ahead}\n".encode())])
+
+    def send(url: str, blob: bytes) -> tuple[int, bytes]:
+        sent.append(url)
+        doc = b.unseal(KEY, b.BUNDLE, blob)
+        return next(agent_key_answers, None) or (200, b.seal(KEY, b.REPORT, {
+            "node": "n2", "version": doc["version"], "digest": doc["digest"], "state": "applied"}))
+    d.send = send
+    d.step()
+    d.step()
+    assert d.version == ahead + 1 and [r["state"] for r in d.rows()] == ["applied"] and len(sent) == 2

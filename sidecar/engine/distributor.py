@@ -118,7 +118,7 @@ class Distributor:
             with self.lock:
                 st = self.nodes.setdefault(task.node_id, NodeState(task.node_id, hosts.get(task.node_id, "")))
             st.hostname = hosts.get(task.node_id, st.hostname)
-            done = st.digest == b.digest and st.state == "applied"
+            done = st.version == b.version and st.state == "applied"  # (same files, other sites to check: sent too)
             retry = time.monotonic() - st.tried_at > RETRY_SECONDS
             if done or (st.offered == b.version and not retry):
                 continue

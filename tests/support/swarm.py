@@ -129,12 +129,23 @@ class Swarm:
         saved = Path(tempfile.mkdtemp()) / "image.tar"
         try:
             sh("docker", "save", "-o", str(saved), image)
-            procs = [subprocess.Popen(["docker", "-H", n.api, "load", "-i", str(saved)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for n in self.nodes]
-            for n, p in zip(self.nodes, procs):
-                _, err = p.communicate(timeout=600)
-                if p.returncode != 0:
-                    raise RuntimeError(f"loading {image} into {n.name} failed: {err.decode(errors='replace')}")
+            todo = list(self.nodes)
+            for attempt in range(3):  # an engine under load sometimes drops the upload: try that node again
+                procs = [subprocess.Popen(["docker", "-H", n.api, "load", "-i", str(saved)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for n in todo]
+                failed = []
+                for n, p in zip(todo, procs):
+                    _, err = p.communicate(timeout=600)
+                    if p.returncode != 0:
+                        failed.append((n, err.decode(errors="replace").strip()))
+                if not failed:
+                    return
+                if attempt == 2:
+                    raise RuntimeError(f"loading {image} failed: {failed}")
+                todo = [n for n, _ in failed]
+                for n in todo:
+                    wait_for(f"engine of {n.name}", lambda n=n: n.docker("info", "--format", "{{.ID}}", check=False),
+                             timeout=90, interval=0.5)
         finally:
             shutil.rmtree(saved.parent, ignore_errors=True)
 

@@ -274,6 +274,13 @@ def test_one_bundle_goes_to_every_agent_and_a_rejecting_node_holds_back_no_other
     assert [e.details["state"] for e in seen.events] == ["applied", "rejected", "unreachable"]
     d.step()  # nothing new: no one is asked again before the retry time
     assert len(sent) == 3
+    d.sites = lambda: (("a.test", "a.test"), ("b.test", "b.test"))  # b.test is live now
+    (tmp_path / "conf" / "sidecar-site-b.test.conf").write_text("site b")
+    d.step()
+    first = d.version
+    d.sites = lambda: (("a.test", "a.test"),)  # the same files, fewer sites to check: a new bundle all the same
+    d.step()
+    assert d.version > first and {r["hostname"]: r["version"] for r in d.rows()}["host1"] == d.version
     tasks.pop()
     d.step()
     assert {r["hostname"]: r["state"] for r in d.rows()}["host3"] == "no agent"

@@ -48,8 +48,9 @@ FIRST_PASS = re.compile(r"^(\S+) INFO +first pass done in ([\d.]+)s \(planned af
                         r"(\d+) certificates? on disk, (\d+) requested$", re.M)
 
 
-def lineages_tar(names: list[str], now: dt.datetime) -> bytes:
-    """certbot's layout for every name, as a tar for ``put_archive``: one CA, one ECDSA leaf each."""
+def lineages_tar(names: list[str], now: dt.datetime, sans: dict[str, list[str]] | None = None) -> bytes:
+    """certbot's layout for every name, as a tar for ``put_archive``: one CA, one ECDSA leaf each
+    (for the names ``sans[name]`` if given, else for ``name`` alone)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "start-up bench CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -84,7 +85,8 @@ def lineages_tar(names: list[str], now: dt.datetime) -> bytes:
                     .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
                     .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
                     .not_valid_before(now - dt.timedelta(days=10)).not_valid_after(now + dt.timedelta(days=80))
-                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in (sans or {}).get(name, [name])]),
+                                   critical=False)
                     .sign(ca_key, hashes.SHA256()))
             cert_pem = cert.public_bytes(serialization.Encoding.PEM)
             key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -33,6 +33,7 @@ does not reach (globs do not recurse), for users to include in their own servers
 from __future__ import annotations
 
 import glob as _globmod
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -447,7 +448,11 @@ def parse_tree(
 
 def conf_d_roots(conf_dir: Path) -> list[Path]:
     """``conf_dir/*.conf`` in nginx's order, without the sidecar's own files."""
-    return [Path(p) for p in _glob(str(conf_dir / "*.conf")) if not _is_own(Path(p).name)]
+    try:  # (glob's rule without glob: ten thousand of the sidecar's own files are skipped by name)
+        names = sorted(os.listdir(conf_dir))
+    except OSError:
+        return []
+    return [conf_dir / n for n in names if n.endswith(".conf") and not n.startswith(".") and not _is_own(n)]
 
 
 def relevant_change(path: str) -> bool:

@@ -168,11 +168,17 @@ class Reconciler:
             how = (f"NGINX_CONTAINER={self.settings.nginx_container}" if self.settings.nginx_container
                    else f"a running container labelled {self.settings.nginx_label}=true")
             self.reporter.problem(NO_NGINX, f"{NO_NGINX}: looking for {how}; waiting for it to start")
-            self._status(snap, None)
+            self._status(snap, None, final=True)
             return self.clock() + MAX_SLEEP
         self.reporter.resolved(NO_NGINX)
-        self.publisher.publish(snap)
         first_plan: tuple[float, int] | None = None  # (seconds into the pass, certificates to request)
+        if self.passes == 1:
+            # At start-up the plan is in /status and /plan before nginx is brought up to date (at ten
+            # thousand sites writing, testing and reloading takes far longer than planning).
+            work = self._work(snap.desired.sites, snap.lineages)
+            self._status(snap, work)
+            first_plan = (time.monotonic() - started, len(work.plan.to_run))
+        self.publisher.publish(snap)
         burst = Burst(self.settings.certbot_concurrency, self.settings.reload_interval)
         try:
             while True:
@@ -199,7 +205,7 @@ class Reconciler:
             self.publisher.publish(snap)
         self.hooks.deliver(snap.consumers, snap.lineages)
         work = self._work(snap.desired.sites, snap.lineages)
-        self._status(snap, work)
+        self._status(snap, work, final=True)
         self.reporter.plan(work)
         if self.passes == 1 and first_plan is not None:
             n = len(snap.desired.sites)
@@ -258,7 +264,7 @@ class Reconciler:
                 if not account_ready:
                     break
 
-    def _status(self, snap: Snapshot, work: Work | None) -> None:
+    def _status(self, snap: Snapshot, work: Work | None, final: bool = False) -> None:
         with self.ledger.lock:
             attempts = dict(self.ledger.attempts)
             budgets = ratelimits.remaining(
@@ -268,7 +274,7 @@ class Reconciler:
         degraded = (*((self.watcher.problem,) if self.watcher is not None and self.watcher.problem else ()),
                     *self.publisher.broken.degraded())
         self.reporter.status(snap.desired, work, snap.lineages, self.publisher.live, attempts, budgets, degraded,
-                             self.publisher.broken.files())
+                             self.publisher.broken.files(), final)
 
     # -- start-up --------------------------------------------------------------------
     def _warm_up(self) -> None:

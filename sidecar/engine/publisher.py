@@ -66,6 +66,7 @@ class Publisher:
         self._pages: dict[str, str] | None = None  # pending pages written: name -> content
         self.broken = BrokenConfs(settings.conf_dir, settings.broken_conf == "set-aside", reporter)
         self.failures = 0  # publishes in a row that changed nothing because of an error (see retry_at)
+        self._rendered: render.RenderCache = {}  # sites not rendered again while nothing of theirs changed
 
     def traits(self, nginx_id: str) -> render.NginxTraits:
         if self._traits is not None and self._traits[0] == nginx_id:
@@ -142,14 +143,16 @@ class Publisher:
             [x for x in snap.desired.sites if x.source_kind != SourceKind.NGINX_CONF],
             dict(lineages), str(s.webroot_dir), traits, s.tls_profile,
             str(s.snippets_dir) if s.snippets_dir else None, str(s.templates_dir) if s.templates_dir else None,
-            snap.user_defaults, render.Http3(s.http3, s.http3_port), s.challenge_proxy,
+            snap.user_defaults, render.Http3(s.http3, s.http3_port), s.challenge_proxy, self._rendered,
         )
         control = self.control_for(snap.nginx.id)
         self.broken.review()
         for _ in range(MAX_SET_ASIDE):
             try:
                 result = nginx.apply(s.conf_dir, wanted, control, on_reject=self._rejected,
-                                     verify=lambda written: self._verify_served(snap, written))
+                                     verify=lambda written: self._verify_served(snap, written),
+                                     # (hand-written files unchanged since nginx last loaded them)
+                                     partial_test=self._outside == self._outside_fingerprint(snap))
                 break
             except NginxError as exc:
                 if self.broken.set_aside(exc.output):

@@ -28,6 +28,7 @@ from sidecar.state import files
 log = logging.getLogger("sidecar")
 
 STATUS_FILE = "status.json"
+STATUS_MIN_INTERVAL = 5.0  # seconds between status file writes inside one pass
 STATUS_REFRESH = 30.0  # seconds: the status file is rewritten at least this often while passes run
 LONG_WAIT_REPEAT = timedelta(hours=6)
 
@@ -130,8 +131,10 @@ class Reporter:
 
     def status(self, state: DesiredState, work: Work | None, lineages: Mapping[str, Certificate],
                live: set[str], attempts: Mapping[str, Attempt], budgets: dict[str, int],
-               degraded: tuple[str, ...] = (), set_aside: Mapping[str, str] | None = None) -> None:
-        """Publish the pass snapshot to the observers and keep the status file current."""
+               degraded: tuple[str, ...] = (), set_aside: Mapping[str, str] | None = None,
+               final: bool = True) -> None:
+        """Publish the pass snapshot to the observers and keep the status file current (while a pass
+        is not ``final``, written at most every ``STATUS_MIN_INTERVAL`` s: 10,000 rows take a while)."""
         decisions = work.plan.decisions if work is not None else ()
         statuses = []
         for d in decisions:
@@ -163,9 +166,11 @@ class Reporter:
         now = time.monotonic()
         if content == self.said.status and now - self.said.status_written < STATUS_REFRESH:
             return
+        if not final and now - self.said.status_written < STATUS_MIN_INTERVAL:
+            return
         try:
             files.atomic_write(self.settings.state_dir / STATUS_FILE,
-                               json.dumps(redact_doc({"updated": self.clock().isoformat(), **content}), indent=1)
+                               json.dumps(redact_doc({"updated": self.clock().isoformat(), **content}))
                                + "\n")
             self.said.status, self.said.status_written = content, now
         except OSError as exc:

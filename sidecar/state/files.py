@@ -55,6 +55,33 @@ def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
+def write_many(directory: Path, contents: dict[str, str], mode: int = 0o644) -> None:
+    """``atomic_write`` for many files of one directory at once: each is written to a temporary
+    file, all are made durable by one ``os.sync()`` (not one fsync per file: ten thousand files
+    took 20 s that way), then renamed into place, and the directory synced once. Readers still
+    see each file old or new, never half of one."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for name, content in contents.items():
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+            temps.append((tmp, directory / name))
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+                fh.write(content)
+            os.chmod(tmp, mode)
+        os.sync()
+        while temps:
+            tmp, path = temps[-1]
+            os.replace(tmp, path)
+            temps.pop()
+    finally:
+        for tmp, _ in temps:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    fsync_dir(directory)
+
+
 def remove_temp_files(roots: list[Path]) -> list[str]:
     """Delete what a process killed inside ``atomic_write`` leaves (``.sidecar-tmp-*``, never
     read by anyone) under ``roots``. Call at start, before anything writes. Returns the paths."""

@@ -280,6 +280,7 @@ def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str
         return True  # only removals: nothing new for nginx to parse
     path = conf_dir / nginxconf.SNIPPETS_DIRNAME / PARTIAL_TEST_FILE
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, partial_config(conf_dir, changed))
     except OSError:
         return False

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import os
+from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
@@ -54,7 +56,7 @@ def _extractor() -> object:
     return tldextract.TLDExtract(suffix_list_urls=urls, cache_dir=None, fallback_to_snapshot=True)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)  # (ten thousand sites' names fit)
 def registered_domain(name: str) -> str:
     """``www.example.co.uk`` -> ``example.co.uk``; names under no public suffix use their last two labels."""
     result = _extractor()(name)  # type: ignore[operator]
@@ -142,4 +144,74 @@ def remaining(
     for reg in sorted(set(registered)):
         used = sum(1 for t, _, d in issued if now - t < window and any(registered_domain(n) == reg for n in d))
         out[f"registered_domain:{reg}"] = max(0, amount - used)
+    return out
+
+
+def _free_at(times: list[datetime], amount: int, window: timedelta, at: datetime) -> datetime:
+    """The earliest time from ``at`` with room for one more (``times`` sorted, none after ``at``)."""
+    recent = len(times) - bisect_right(times, at - window)
+    return at if recent < amount else times[len(times) - amount] + window
+
+
+def project(
+    limits: Limits | None,
+    wanted: Sequence[tuple[str, Sequence[str]]],
+    issued: Sequence[tuple[datetime, str, tuple[str, ...]]],
+    orders: Sequence[tuple[datetime, str]],
+    now: datetime,
+    paused_until: datetime | None = None,
+) -> dict[str, tuple[datetime, str]]:
+    """When each new order of ``wanted`` ((key, names), in the order they would be sent) can be sent
+    at the earliest, if each goes as soon as the budgets allow and every one is issued: key ->
+    (time, the limit that holds it back until then, or "").
+
+    The new-orders budget of the account and the per-registered-domain budget, over sliding
+    windows that start from the ledger (``check``'s rules); renewals of the same names are not
+    counted by those limits and are not passed here. Orders of one registered domain go in the
+    given order; a domain out of budget does not hold back the others.
+    """
+    start = max(now, paused_until) if paused_until is not None else now
+    if limits is None or not wanted:
+        return {key: (start, "") for key, _ in wanted}
+    o_amount, o_window = limits.new_orders
+    d_amount, d_window = limits.registered_domain
+    regs_of = {key: tuple(sorted({registered_domain(n) for n in names})) for key, names in wanted}
+    needed = {r for regs in regs_of.values() for r in regs}
+    order_times = sorted(t for t, _ in orders if now - t < o_window and t <= now)
+    by_reg: dict[str, list[datetime]] = {r: [] for r in needed}
+    for t, _, names in issued:
+        if now - t < d_window and t <= now:
+            for reg in {registered_domain(n) for n in names} & needed:
+                by_reg[reg].append(t)
+    for times in by_reg.values():
+        times.sort()
+    groups: dict[tuple[str, ...], deque[str]] = {}
+    for key, _ in wanted:
+        groups.setdefault(regs_of[key], deque()).append(key)
+    held: dict[tuple[str, ...], str] = {}  # group -> the limit that held it back last
+    out: dict[str, tuple[datetime, str]] = {}
+    at = start
+    while groups:
+        soonest: datetime | None = None
+        for regs in list(groups):
+            queue = groups[regs]
+            while queue:
+                t_order = _free_at(order_times, o_amount, o_window, at)
+                t_reg, reg = max(((_free_at(by_reg[r], d_amount, d_window, at), r) for r in regs),
+                                 default=(at, ""))
+                t = max(t_order, t_reg)
+                if t > at:
+                    held[regs] = ("new orders per account" if t_order >= t_reg
+                                  else f"certificates per registered domain {reg}")
+                    soonest = t if soonest is None else min(soonest, t)
+                    break
+                out[queue.popleft()] = (at, held.get(regs, "") if at > start else "")
+                order_times.append(at)
+                for r in regs:
+                    by_reg[r].append(at)
+            if not queue:
+                del groups[regs]
+        if groups:
+            assert soonest is not None and soonest > at
+            at = soonest
     return out

@@ -37,10 +37,16 @@ class Work:
     # site -> why its run waits for a budget, and until when
     postponed: Mapping[str, ratelimits.Verdict] = field(default_factory=dict)
     forced: frozenset[str] = frozenset()
+    # site -> (when its order fits the CA's budgets, the limit it waits for): new orders the budgets
+    # allow one by one but not all at once (the runs before it in this plan use them up)
+    queued: Mapping[str, tuple[datetime, str]] = field(default_factory=dict)
+    # when the last certificate this plan asks for can be requested under the CA's limits
+    last_request_at: datetime | None = None
 
     @property
     def next_wakeup(self) -> datetime | None:
-        times = [t for t in [self.plan.next_wakeup, *(v.frees_at for v in self.postponed.values())] if t]
+        times = [t for t in [self.plan.next_wakeup, *(v.frees_at for v in self.postponed.values()),
+                             *(t for t, _ in self.queued.values())] if t]
         return min(times) if times else None
 
 
@@ -76,4 +82,13 @@ def schedule(
             runnable.append(decision)
         else:
             postponed[decision.site.name] = verdict
-    return Work(the_plan, tuple(runnable), postponed, forced)
+    # Each order allowed alone is not all of them allowed together: the new orders go out one by
+    # one as the budgets allow (at ten thousand sites the CA's limits, not the machine, set the pace).
+    new = [(d.site.name, d.site.domains) for d in the_plan.to_run
+           if d.action not in (Action.RENEW, Action.REKEY) and d.site.name not in postponed]
+    times = ratelimits.project(limits, new, usage.issued, usage.orders, now, usage.account_paused_until)
+    queued = {name: times[name] for name, _ in new if times[name][0] > now}
+    runnable = [d for d in runnable if d.site.name not in queued]
+    ends = [*(t for t, _ in times.values()), *(v.frees_at for v in postponed.values() if v.frees_at),
+            *(now for d in runnable)]
+    return Work(the_plan, tuple(runnable), postponed, forced, queued, max(ends) if ends else None)

@@ -339,8 +339,8 @@ def format_plan(doc: dict[str, Any]) -> str:
             at = when(d.get("at"), now)
         elif d.get("runs_certbot"):
             todo = f"{action}: run certbot" + (" (forced)" if d.get("forced") else "")
-            at = (f"postponed to {when(d['postponed_until'], now)} (rate limit)" if d.get("postponed_until")
-                  else "now")
+            at = (f"postponed to {when(d['postponed_until'], now)} ({d.get('waits_for') or 'rate limit'})"
+                  if d.get("postponed_until") else "now")
         else:
             todo = "nothing" if action == "ok" else action
             at = f"renew {when(d.get('at'), now)}" if d.get("at") else "-"
@@ -350,6 +350,15 @@ def format_plan(doc: dict[str, Any]) -> str:
     text = table(["SITE", "NEXT PASS WOULD", "WHEN", "WHY"], rows, [40, 0, 0, 80])
     if doc.get("next_wakeup"):
         text += f"\nnext timed pass: {when(doc['next_wakeup'], now)}"
+    count = doc.get("certificates_to_request") or 0
+    if count and doc.get("last_request_at"):
+        queued = doc.get("queued_for_rate_limits") or 0
+        text += (f"\n{count} certificate{'' if count == 1 else 's'} to request"
+                 + (f", {queued} of them queued for the CA's rate limits" if queued else "")
+                 + f"; the last can be requested {when(doc['last_request_at'], now)}")
+    page = doc.get("page") or {}
+    if page.get("matched", 0) > len(doc.get("decisions") or []):
+        text += f"\n(showing {len(doc.get('decisions') or [])} of {page['matched']} sites)"
     return text
 
 

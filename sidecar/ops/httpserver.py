@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePath
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sidecar.state import runlogs
@@ -45,6 +45,7 @@ from sidecar.core.names import iso as _iso, utcnow
 from sidecar.core.redact import redact_doc
 from sidecar.core.schedule import Work
 
+T = TypeVar("T")
 log = logging.getLogger("sidecar")
 
 CERTBOT_ACTIONS = ("issue", "expand", "rekey", "renew")
@@ -173,17 +174,49 @@ def site_row(s: SiteStatus, at: datetime, run: runlogs.RunLog | None) -> dict[st
     }
 
 
+@dataclass(frozen=True)
+class Page:
+    """``?q=TEXT&offset=N&limit=N`` on ``/status`` and ``/plan``: the sites whose name or names
+    contain TEXT, from the N-th, at most N (all by default)."""
+
+    q: str = ""
+    offset: int = 0
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, query: str) -> "Page":
+        """Raises ValueError with a message for the client."""
+        args = parse_qs(query)
+        numbers: dict[str, int | None] = {"offset": 0, "limit": None}
+        for key in numbers:
+            raw = args.get(key, [""])[-1]
+            if raw:
+                if not raw.isdigit():
+                    raise ValueError(f"{key}={raw!r}: expected a whole number")
+                numbers[key] = int(raw)
+        return cls(args.get("q", [""])[-1].strip().lower(), numbers["offset"] or 0, numbers["limit"])
+
+    def select(self, items: list[T], names: Callable[[T], Iterable[str]]) -> tuple[list[T], dict[str, Any]]:
+        matched = [x for x in items if any(self.q in n for n in names(x))] if self.q else items
+        end = None if self.limit is None else self.offset + self.limit
+        return matched[self.offset:end], {"total": len(items), "matched": len(matched), "offset": self.offset,
+                                          "limit": self.limit, "q": self.q}
+
+
 def status_document(last: PassSnapshot | None, state_dir: Path | None, now: datetime,
-                    healthy: tuple[bool, dict[str, Any]]) -> dict[str, Any]:
+                    healthy: tuple[bool, dict[str, Any]], page: Page = Page()) -> dict[str, Any]:
     sites = []
+    shown, paging = page.select(sorted(last.sites, key=lambda s: s.name) if last is not None else [],
+                                lambda s: (s.name, *s.domains))
     if last is not None:
-        for s in sorted(last.sites, key=lambda s: s.name):
+        for s in shown:
             run = runlogs.latest(state_dir, s.name) if state_dir is not None else None
             sites.append(site_row(s, last.at, run))
     return {
         "updated": _iso(last.at) if last else None,
         "now": now.isoformat(),
         "health": healthy[1],
+        "page": paging,
         "sites": sites,
         "problems": list(last.problems) if last else [],
         "rate_limit_budgets": dict(last.budgets) if last else {},
@@ -192,10 +225,16 @@ def status_document(last: PassSnapshot | None, state_dir: Path | None, now: date
 
 
 def plan_document(the_plan: Plan, now: datetime, postponed: Mapping[str, datetime | None],
-                  forced: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The planner's decisions as the next pass would take them now."""
+                  forced: frozenset[str] = frozenset(), page: Page = Page(),
+                  queued: Mapping[str, tuple[datetime, str]] | None = None,
+                  last_request_at: datetime | None = None) -> dict[str, Any]:
+    """The planner's decisions as the next pass would take them now; ``queued``: new orders that
+    wait for budgets the ones before them use up (when, which limit); ``last_request_at``: when
+    the last certificate asked for can be requested under the CA's limits."""
     rows = []
-    for d in the_plan.decisions:
+    queued = queued or {}
+    shown, paging = page.select(list(the_plan.decisions), lambda d: (d.site.name, *d.site.domains))
+    for d in shown:
         rows.append({
             "site": d.site.name,
             "names": list(d.site.domains),
@@ -207,9 +246,13 @@ def plan_document(the_plan: Plan, now: datetime, postponed: Mapping[str, datetim
             "pending": d.pending.value if d.pending else None,
             "forced": d.site.name in forced,
             "postponed_until": _iso(postponed[d.site.name]) if d.needs_certbot and postponed.get(d.site.name)
-            else None,
+            else _iso(queued[d.site.name][0]) if d.site.name in queued else None,
+            "waits_for": queued[d.site.name][1] if d.site.name in queued else None,
         })
-    return {"now": now.isoformat(), "next_wakeup": _iso(the_plan.next_wakeup), "decisions": rows}
+    to_request = sum(1 for d in the_plan.decisions if d.needs_certbot)
+    return {"now": now.isoformat(), "next_wakeup": _iso(the_plan.next_wakeup), "page": paging,
+            "certificates_to_request": to_request, "queued_for_rate_limits": len(queued),
+            "last_request_at": _iso(last_request_at) if to_request else None, "decisions": rows}
 
 
 class Controls(Protocol):
@@ -247,10 +290,14 @@ class OpsApp:
         ok, doc = health(last, docker_ok, error, self.clock(), self.max_age)
         return (200 if ok else 503), doc
 
-    def status(self) -> tuple[int, dict[str, Any]]:
+    def status(self, query: str = "") -> tuple[int, dict[str, Any]]:
+        try:
+            page = Page.parse(query)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
         last, docker_ok, error = self.board.state()
         now = self.clock()
-        doc = status_document(last, self.state_dir, now, health(last, docker_ok, error, now, self.max_age))
+        doc = status_document(last, self.state_dir, now, health(last, docker_ok, error, now, self.max_age), page)
         if self.nodes is not None:
             doc["nodes"] = self.nodes()
         return 200, doc
@@ -261,14 +308,19 @@ class OpsApp:
         events = events_document(self.journal, 0)["events"]
         return statuspage.render_page(redact_doc(status), redact_doc({"e": events})["e"], self.clock())
 
-    def plan(self) -> tuple[int, dict[str, Any]]:
+    def plan(self, query: str = "") -> tuple[int, dict[str, Any]]:
+        try:
+            page = Page.parse(query)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
         if self.controls is None:
             return 503, {"error": "no reconciler"}
         if self.board.state()[0] is None:
             return 503, {"error": "starting: no reconcile pass has finished yet"}
         work = self.controls.preview()
         postponed = {name: verdict.frees_at for name, verdict in work.postponed.items()}
-        return 200, plan_document(work.plan, self.clock(), postponed, work.forced)
+        return 200, plan_document(work.plan, self.clock(), postponed, work.forced, page, work.queued,
+                                  work.last_request_at)
 
     def events(self, query: str) -> tuple[int, dict[str, Any]]:
         raw = parse_qs(query).get("since", ["0"])[-1]
@@ -323,15 +375,16 @@ def _handler(app: OpsApp) -> type[BaseHTTPRequestHandler]:
                 elif path == "/metrics":
                     self._send(200, app.metrics.render(), METRICS_CONTENT_TYPE)
                 elif path == "/status":
-                    self._json(*app.status())
+                    self._json(*app.status(url.query))
                 elif path == "/plan":
-                    self._json(*app.plan())
+                    self._json(*app.plan(url.query))
                 elif path == "/events":
                     self._json(*app.events(url.query))
                 elif path == "/ui" or (path == "/" and "text/html" in self.headers.get("Accept", "")):
                     self._send(200, app.page().encode(), "text/html; charset=utf-8", PAGE_HEADERS)
                 elif path == "/":
-                    self._json(200, {"endpoints": ["/ui", "/healthz", "/metrics", "/status", "/plan",
+                    self._json(200, {"endpoints": ["/ui", "/healthz", "/metrics",
+                                                   "/status?q=&offset=&limit=", "/plan?q=&offset=&limit=",
                                                    "/events?since=N", "POST /renew/<site>[?force=1]"]})
                 else:
                     self._json(404, {"error": f"no such endpoint: {path}"})

@@ -100,8 +100,8 @@ def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: froz
     if event.get("Type") == "network":
         return str(attributes.get("container", "")) in relevant_ids
     if f"{s.label_prefix}.domains" in attributes or f"{s.label_prefix}.consumer" in attributes \
-            or s.nginx_label in attributes:
-        return True
+            or (s.nginx_label in attributes and s.nginx_container is None):
+        return True  # (with NGINX_CONTAINER set, other stacks' nginx containers do not concern it)
     if s.compat_traefik and any(str(k).startswith("traefik.") for k in attributes):
         return True
     if s.compat_nginx_proxy and action == "start":

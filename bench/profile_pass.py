@@ -27,6 +27,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import startup  # noqa: E402 - lineages_tar (puts the repo root on sys.path through bench/run.py)
 
+from sidecar.adapters import nginx as nginx_adapter  # noqa: E402
 from sidecar.core import ratelimits  # noqa: E402
 from sidecar.core.settings import Settings  # noqa: E402
 from sidecar.engine.loop import Reconciler  # noqa: E402
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     s.sites_file.write_text(sites + "  - {domains: [added.scale.test], upstream: 'http://app:5678'}\n")  # type: ignore[union-attr]
     profiled("pass after one site was added", r.run_pass, args.top)
     print(f"nginx execs: {docker.execs}")
+    nginx_adapter._OWNED_CACHE.clear()  # noqa: SLF001 - a new process starts without it
+    restarted = Reconciler(s, docker)  # type: ignore[arg-type]
+    restarted.issuer.runner = r.issuer.runner
+    profiled("restart: first pass (all in place)", restarted.run_pass, args.top)
+    profiled("restart: second pass (nothing changed)", restarted.run_pass, args.top)
     board, mx = StatusBoard(), metrics.Metrics()
     r.observers.add(board)
     r.observers.add(mx)

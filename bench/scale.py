@@ -210,7 +210,7 @@ def one_run(client: docker.DockerClient, images: dict[str, str], n: int, group: 
         **os.environ, **{k_: v for k_, v in images.items() if k_ != "CADDY_IMAGE"},
         "HTTP_PORT": str(free_port()), "HTTPS_PORT": str(https_port),
         "PEBBLE_MGMT_PORT": str(mgmt_port), "STATUS_PORT_HOST": str(status_port),
-        "DEMO_NETWORK": f"{project}-net", "SITES_DIR": str(sites_dir), "LOG_LEVEL": "info", "SITES_SCOPE": "project",
+        "DEMO_NETWORK": f"{project}-net", "SITES_DIR": str(sites_dir), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"), "SITES_SCOPE": "project",
         "BENCH_NGINX_CONTAINER": f"{project}-nginx-1", "BENCH_PEBBLE_TEMPLATE": "",
     }
     files = [bench.DEMO / "compose.yml", bench.ROOT / "bench" / "compose.bench.yml"]

@@ -49,6 +49,7 @@ log = logging.getLogger("sidecar")
 
 ARI_SECONDS_PER_PASS = 1.0
 NO_NGINX = "nginx container not found"
+LINEAGE_CACHE = "lineages-cache.json"  # in STATE_DIR: what the certificates said (state.certs.save_cache)
 
 
 class Reconciler:
@@ -60,7 +61,8 @@ class Reconciler:
         self.reporter = Reporter(settings, clock)
         self.observers = self.reporter.observers
         self.ledger = Ledger.load(settings.state_dir / "ledger.json")
-        self.lineages = LineageStore(settings.certs_dir, settings.adopt_certs_dir)
+        self.lineages = LineageStore(settings.certs_dir, settings.adopt_certs_dir,
+                                     settings.state_dir / LINEAGE_CACHE)
         self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server, backoff=settings.backoff)
         self.limits = ratelimits.PROFILES[settings.rate_limits]
         self.ari = AriWindows(AriClient(settings.acme_server, settings.acme_ca_bundle) if settings.ari else None,
@@ -180,15 +182,18 @@ class Reconciler:
             first_plan = (time.monotonic() - started, len(work.plan.to_run))
         self.publisher.publish(snap)
         burst = Burst(self.settings.certbot_concurrency, self.settings.reload_interval)
+        ran = quiet = False
         try:
             while True:
                 snap = snap.with_lineages(self.lineages)
                 work = self._work(snap.desired.sites, snap.lineages)
-                self._status(snap, work)
+                quiet = not ran and not work.runnable  # nothing to run: this plan is the pass's last
+                self._status(snap, work, final=quiet)
                 first_plan = first_plan or (time.monotonic() - started, len(work.plan.to_run))
                 self._submit(work, burst)
                 if not burst.running:
                     break
+                ran = True
                 burst.collect()
                 if self.triggers.pending and not self.triggers.stopped.is_set():
                     snap, changed = self._reread(snap)  # new triggers while certbot runs: a fresh snapshot now
@@ -204,8 +209,9 @@ class Reconciler:
         if burst.ready:
             self.publisher.publish(snap)
         self.hooks.deliver(snap.consumers, snap.lineages)
-        work = self._work(snap.desired.sites, snap.lineages)
-        self._status(snap, work, final=True)
+        if not quiet or burst.ready:  # (else the plan above stands: at ten thousand sites, a second costs)
+            work = self._work(snap.desired.sites, snap.lineages)
+            self._status(snap, work, final=True)
         self.reporter.plan(work)
         if self.passes == 1 and first_plan is not None:
             n = len(snap.desired.sites)

@@ -146,3 +146,23 @@ def test_owned_files_sees_a_rewrite_of_the_same_size(tmp_path: Path) -> None:
     assert nginx.owned_files(tmp_path) == {"sidecar-site-a.conf": "one\n"}
     nginx.write_many(tmp_path, {"sidecar-site-a.conf": "two\n", "sidecar-site-b.conf": "b\n"})
     assert nginx.owned_files(tmp_path) == {"sidecar-site-a.conf": "two\n", "sidecar-site-b.conf": "b\n"}
+
+
+def test_a_restart_does_not_parse_unchanged_certificates_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.state import certs
+    from sidecar.state.lineages import LineageStore
+
+    from .certfactory import write_lineage
+    write_lineage(tmp_path / "le", "a.test", ["a.test", "www.a.test"], NOW, NOW + timedelta(days=90),
+                  server="https://ca.test/dir")
+    first = LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates()
+    parsed: list[str] = []
+    real = certs.parse_certificate
+    monkeypatch.setattr(certs, "parse_certificate", lambda pem, name, *a: parsed.append(name) or real(pem, name, *a))
+    assert LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates() == first
+    assert parsed == []
+    write_lineage(tmp_path / "le", "a.test", ["a.test"], NOW, NOW + timedelta(days=91), server="https://ca.test/dir")
+    again = LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates()
+    assert parsed == ["a.test"] and again["a.test"].names == {"a.test"}
+    (tmp_path / "cache.json").write_text("{not json")
+    assert LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates() == again

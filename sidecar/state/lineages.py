@@ -31,21 +31,15 @@ class LineageStore:
         self._memo: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._generation = 0
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
 
     def read(self) -> tuple[dict[str, Certificate], list[Problem]]:
         """Real lineages on disk (copies: callers may change them) and the problems found."""
         with self._lock:
             memo, generation = self._memo, self._generation
         if memo is None:
-            if self.cache_file is not None and not self._cache:
-                self._cache.update(certs.load_cache(self.cache_file))
-            before = {name: sig for name, (sig, _) in self._cache.items()}
-            found, problems = certs.read_lineages(self.certs_dir, self._cache)
-            if self.cache_file is not None and (set(before) != set(found) or any(
-                    before.get(name) != self._cache[name][0] for name in found)):
-                for name in set(self._cache) - set(found):
-                    del self._cache[name]
-                certs.save_cache(self.cache_file, self._cache)
+            with self._reading:  # (certbot threads read too: one at a time through the cache)
+                found, problems = self._read_cached()
             for name in placeholder.placeholder_names(self.certs_dir):
                 found.pop(name, None)
             memo = (found, problems)
@@ -55,6 +49,19 @@ class LineageStore:
                 if generation == self._generation:
                     self._memo = memo
         return dict(memo[0]), list(memo[1])
+
+    def _read_cached(self) -> tuple[dict[str, Certificate], list[Problem]]:
+        if self.cache_file is None:
+            return certs.read_lineages(self.certs_dir, self._cache)
+        if not self._cache:
+            self._cache.update(certs.load_cache(self.cache_file))
+        before = {name: sig for name, (sig, _) in self._cache.items()}
+        found, problems = certs.read_lineages(self.certs_dir, self._cache)
+        if set(before) != set(found) or any(before.get(name) != self._cache[name][0] for name in found):
+            for name in set(self._cache) - set(found):
+                del self._cache[name]
+            certs.save_cache(self.cache_file, self._cache)
+        return found, problems
 
     def certificates(self) -> dict[str, Certificate]:
         return self.read()[0]

@@ -39,6 +39,7 @@ from sidecar.engine.issuer import Issuer
 from sidecar.engine.publisher import Publisher
 from sidecar.engine.reporter import Reporter
 from sidecar.engine.world import Snapshot, World
+from sidecar.sources.labels import COMPOSE_PROJECT
 from sidecar.sources.swarm import SwarmPoller
 from sidecar.sources.triggers import MAX_SLEEP, DockerEventWatcher, Triggers, watch_files
 from sidecar.state import lineage
@@ -117,7 +118,9 @@ class Reconciler:
         self.world.me, self.owner, self.issuer.runner = env.me, env.owner, env.runner
         observers = watch_files(self.settings, self.triggers.poke)
         self.watcher = DockerEventWatcher(self.docker.events, self.settings, self.triggers,
-                                          lambda: self.world.relevant_ids)
+                                          lambda: self.world.relevant_ids,
+                                          project=lambda: self.world.me.labels.get(COMPOSE_PROJECT)
+                                          if self.world.me is not None else None)
         self.watcher.start()
         poller = None
         if self.distributor is not None:

@@ -166,7 +166,8 @@ class Reporter:
         now = time.monotonic()
         if content == self.said.status and now - self.said.status_written < STATUS_REFRESH:
             return
-        if not final and (self.said.status_written == float("-inf") or now - self.said.status_written < STATUS_MIN_INTERVAL):
+        if not final and (self.said.status_written == float("-inf")
+                          or now - self.said.status_written < STATUS_MIN_INTERVAL):
             return  # (the observers have it already; the file is for when the status server does not answer)
         try:
             files.atomic_write(self.settings.state_dir / STATUS_FILE,

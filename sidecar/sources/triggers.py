@@ -22,6 +22,7 @@ from watchdog.observers.api import BaseObserver
 from sidecar.core import nginxconf
 from sidecar.core.errors import DockerUnavailable
 from sidecar.core.settings import Settings
+from sidecar.sources.labels import COMPOSE_PROJECT
 
 log = logging.getLogger("sidecar")
 
@@ -90,8 +91,11 @@ class Triggers:
         timer.start()
 
 
-def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: frozenset[str]) -> bool:
-    """Only events that can change the desired state wake the loop (a busy engine is full of others)."""
+def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: frozenset[str],
+                   project: str | None = None) -> bool:
+    """Only events that can change the desired state wake the loop (a busy engine is full of others).
+    ``project``: the sidecar's Compose project, with ``SITES_SCOPE=project`` (other projects' labelled
+    containers do not concern it: at ten thousand sites each pass they would wake costs seconds)."""
     s = settings
     attributes = (event.get("Actor") or {}).get("Attributes") or {}
     action = str(event.get("Action") or event.get("status") or "").split(":")[0]
@@ -99,6 +103,11 @@ def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: froz
         return False  # (the latter: our own certbot containers coming and going)
     if event.get("Type") == "network":
         return str(attributes.get("container", "")) in relevant_ids
+    actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+    if s.sites_scope == "project" and project and attributes.get(COMPOSE_PROJECT) != project \
+            and actor not in relevant_ids \
+            and (s.nginx_container is None or attributes.get("name") != s.nginx_container):
+        return False
     if f"{s.label_prefix}.domains" in attributes or f"{s.label_prefix}.consumer" in attributes \
             or (s.nginx_label in attributes and s.nginx_container is None):
         return True  # (with NGINX_CONTAINER set, other stacks' nginx containers do not concern it)
@@ -106,7 +115,6 @@ def relevant_event(event: dict[str, Any], settings: Settings, relevant_ids: froz
         return True
     if s.compat_nginx_proxy and action == "start":
         return True  # (nginx-proxy's variables are not in the event: a started container is read once)
-    actor = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
     return actor in relevant_ids or (s.nginx_container is not None and attributes.get("name") == s.nginx_container)
 
 
@@ -119,8 +127,10 @@ class DockerEventWatcher:
     """
 
     def __init__(self, events: Callable[[], Iterator[dict[str, Any]]], settings: Settings, triggers: Triggers,
-                 relevant_ids: Callable[[], frozenset[str]], max_wait: float = 30.0) -> None:
+                 relevant_ids: Callable[[], frozenset[str]], max_wait: float = 30.0,
+                 project: Callable[[], str | None] = lambda: None) -> None:
         self.events = events
+        self.project = project
         self.settings = settings
         self.triggers = triggers
         self.relevant_ids = relevant_ids
@@ -137,7 +147,7 @@ class DockerEventWatcher:
         for event in stream:
             if self.triggers.stopped.is_set():
                 return
-            if relevant_event(event, self.settings, self.relevant_ids()):
+            if relevant_event(event, self.settings, self.relevant_ids(), self.project()):
                 action = str(event.get("Action") or event.get("status") or "").split(":")[0]
                 self.triggers.poke(f"docker {event.get('Type')} {action}")
         if not self.triggers.stopped.is_set():

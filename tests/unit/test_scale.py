@@ -166,3 +166,17 @@ def test_a_restart_does_not_parse_unchanged_certificates_again(tmp_path: Path, m
     assert parsed == ["a.test"] and again["a.test"].names == {"a.test"}
     (tmp_path / "cache.json").write_text("{not json")
     assert LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates() == again
+
+
+def test_with_sites_scope_project_other_projects_labelled_containers_wake_nothing() -> None:
+    from sidecar.core.settings import Settings
+    from sidecar.sources.triggers import relevant_event
+
+    def event(project: str, cid: str = "c1") -> dict[str, object]:
+        return {"Type": "container", "Action": "start", "Actor": {"ID": cid, "Attributes": {
+            "acme.domains": "x.test", "com.docker.compose.project": project}}}
+    scoped, everywhere = Settings(sites_scope="project"), Settings()
+    assert relevant_event(event("mine"), scoped, frozenset(), "mine")
+    assert not relevant_event(event("theirs"), scoped, frozenset(), "mine")
+    assert relevant_event(event("theirs", "known"), scoped, frozenset({"known"}), "mine")  # (one of its sites)
+    assert relevant_event(event("theirs"), everywhere, frozenset(), "mine")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sidecar.core.names import TEMP_PREFIX
@@ -57,10 +58,19 @@ def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
 
 def write_many(directory: Path, contents: dict[str, str], mode: int = 0o644) -> None:
     """``atomic_write`` for many files of one directory at once: each is written to a temporary
-    file, all are made durable by one ``os.sync()`` (not one fsync per file: ten thousand files
-    took 20 s that way), then renamed into place, and the directory synced once. Readers still
-    see each file old or new, never half of one."""
+    file, the files are synced side by side (one after the other, ten thousand files and a
+    directory sync each took 20 s; ``os.sync()`` waits for every other writer of the host), then
+    renamed into place, and the directory synced once. Readers still see each file old or new,
+    never half of one."""
     temps: list[tuple[str, Path]] = []
+
+    def fsync(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     try:
         for name, content in contents.items():
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
@@ -68,7 +78,9 @@ def write_many(directory: Path, contents: dict[str, str], mode: int = 0o644) -> 
             with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
                 fh.write(content)
             os.chmod(tmp, mode)
-        os.sync()
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync") as pool:
+            for _ in pool.map(fsync, [tmp for tmp, _ in temps]):
+                pass
         while temps:
             tmp, path = temps[-1]
             os.replace(tmp, path)

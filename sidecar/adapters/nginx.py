@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 PARTIAL_TEST_MIN = 50  # owned files from which changed ones are tested on their own (see _partial_test)
 PARTIAL_TEST_MAX = 20  # at most this many changed files tested that way
 PARTIAL_TEST_FILE = "partial-test.nginx"  # in sidecar-include/ (no *.conf include picks it up)
-RELOAD_TIMEOUT = 60.0  # seconds for nginx to start new workers after SIGHUP (3 s at ten thousand sites)
+RELOAD_TIMEOUT = 120.0  # seconds for nginx to start new workers after SIGHUP (3 s at ten thousand sites), at
+# least 10 times the longest `nginx -t` seen (a loaded machine: a minute and more at ten thousand sites)
 BULK_WRITE = 20  # more files than this changed at once: written together, one sync for all (write_many)
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
 
@@ -293,6 +294,7 @@ def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str
 
 # container id -> whether its PID 1 is nginx's master with its children listed in /proc (see reload)
 _SIGNALS: dict[str, bool] = {}
+_LONGEST_TEST: dict[str, float] = {}  # container id -> seconds of its longest full `nginx -t` (see reload)
 
 
 class DockerNginx:
@@ -309,7 +311,10 @@ class DockerNginx:
         self.container_id = container_id
 
     def test(self) -> tuple[bool, str]:
+        started = time.monotonic()
         r = self.docker.exec(self.container_id, ["nginx", "-t"])
+        took = time.monotonic() - started
+        _LONGEST_TEST[self.container_id] = max(took, _LONGEST_TEST.get(self.container_id, 0.0))
         return r.exit_code == 0, r.output
 
     def test_config(self, path: str) -> tuple[bool, str]:
@@ -323,12 +328,13 @@ class DockerNginx:
             return r.exit_code == 0, r.output
         old = self._workers()
         self.docker.kill(self.container_id, "SIGHUP")
-        deadline = time.monotonic() + RELOAD_TIMEOUT
+        timeout = max(RELOAD_TIMEOUT, 10 * _LONGEST_TEST.get(self.container_id, 0.0))
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(0.05)
             if self._workers() - old:
                 return True, ""
-        return False, (f"nginx: [emerg] no new worker processes {RELOAD_TIMEOUT:.0f} s after SIGHUP: "
+        return False, (f"nginx: [emerg] no new worker processes {timeout:.0f} s after SIGHUP: "
                        "the new configuration did not load (nginx -t says why)")
 
     def _workers(self) -> set[str]:

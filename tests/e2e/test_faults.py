@@ -154,7 +154,7 @@ def parse_wrk(output: str) -> dict[str, Any]:
         m = re.search(pattern, output)
         return int(m.group(1)) if m else 0
 
-    requests = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)
+    requests = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", output)  # (wrk says 1.09m past a minute)
     assert requests and "status 200:" in output, output
     errors = dict(re.findall(r"(connect|read|write|timeout) (\d+)", output.split("Socket errors:", 1)[-1]
                              .splitlines()[0] if "Socket errors:" in output else ""))

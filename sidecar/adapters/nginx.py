@@ -269,13 +269,14 @@ def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str
     """True when the changed site files pass ``nginx -t`` in a configuration of their own.
 
     Only for a large configuration (a full test parses every file and loads every certificate:
-    2.5 s at ten thousand sites) and a few changed site files, the global file unchanged. What
+    2.5 s at ten thousand sites) and a few changed files (the global file, which names every
+    site's names for port 80, changes with every site added or removed, and is in it anyway). What
     this cannot see (a clash with another file, an http-level setting the file relies on) makes
     the reload fail instead, which ``apply`` then handles with a full test. False: test it all."""
     test_config = getattr(control, "test_config", None)
     changed = [n for n, text in target.items() if before.get(n) != text]
     if (test_config is None or len(before) < PARTIAL_TEST_MIN or len(changed) > PARTIAL_TEST_MAX
-            or GLOBAL_FILE in changed or GLOBAL_FILE not in before):
+            or GLOBAL_FILE not in before):
         return False
     if not changed:
         return True  # only removals: nothing new for nginx to parse

@@ -168,9 +168,10 @@ def test_an_agent_applies_a_bundle_and_reloads_once(tmp_path: Path) -> None:
     report = b.report_from(b.unseal(KEY, b.REPORT, body))
     assert code == 200 and (report.state, report.version) == ("applied", 5)
     assert (tmp_path / "conf" / "sidecar-00-global.conf").read_text() == "global"
-    assert docker.commands == [["nginx", "-t"], ["nginx", "-s", "reload"]]
+    # (the probe whether nginx is its container's PID 1: here it is not, so `nginx -s reload`)
+    assert [c for c in docker.commands if c[0] != "cat"] == [["nginx", "-t"], ["nginx", "-s", "reload"]]
     agent.receive(b.seal(KEY, b.BUNDLE, b.to_doc(_bundle(files, 5))), "10.0.1.9")
-    assert len(docker.commands) == 2  # the same bundle again: nothing to do
+    assert len([c for c in docker.commands if c[0] != "cat"]) == 2  # the same bundle again: nothing to do
 
 
 def test_a_bundle_nginx_rejects_leaves_the_previous_configuration_and_is_reported(tmp_path: Path) -> None:

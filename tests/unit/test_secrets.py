@@ -323,3 +323,19 @@ def test_a_kept_certbot_log_and_a_problem_in_the_status_file_keep_no_secret(tmp_
     reporter.status(DesiredState((), (Problem("label acme.x", f"bad value {SECRET}"),)), None, {}, set(), {}, {})
     text = (tmp_path / STATUS_FILE).read_text()
     assert SECRET not in text and "bad value" in text
+
+
+def test_the_swarm_bundle_key_is_registered_when_read_and_never_echoed(tmp_path: Path) -> None:
+    from sidecar.core.errors import ConfigError
+    from sidecar.state.bundlefiles import read_key
+
+    bundle_secret = "bundle-SeCrEt-0123456789abcdef"
+    key_file = tmp_path / "sidecar_bundle_key"
+    key_file.write_text(bundle_secret + "\n")
+    read_key(key_file)
+    assert redact(f"sealed with {bundle_secret}") == f"sealed with {MARKER}"
+    short = tmp_path / "short"
+    short.write_text("tiny-secret")
+    with pytest.raises(ConfigError) as refused:
+        read_key(short)
+    assert "tiny-secret" not in str(refused.value) and "BUNDLE_KEY_FILE" in str(refused.value)

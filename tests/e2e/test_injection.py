@@ -236,7 +236,7 @@ TEMPLATE_DIRECTIVES = {
 }
 
 
-def check_meaning(site: Site, text: str, tree: list[Any], asked: dict[str, str]) -> None:
+def check_meaning(site: Site, text: str, tree: list[Any], asked: dict[str, str], traits: render.NginxTraits) -> None:
     everything = list(walk(tree))
     unknown = {name for name, _, _ in everything} - TEMPLATE_DIRECTIVES
     assert not unknown, f"directives no template line makes: {unknown}"
@@ -289,6 +289,12 @@ def check_meaning(site: Site, text: str, tree: list[Any], asked: dict[str, str])
         assert headers["Strict-Transport-Security"] == o.hsts.header
     else:
         assert "Strict-Transport-Security" not in headers
+    # HTTP/3 only when asked (and this nginx has the module): a QUIC listener and Alt-Svc, else neither
+    quic = [a for n, a, _ in main[0] if n == "listen" and "quic" in a]
+    if o.http3 and traits.http3:
+        assert quic and headers.get("Alt-Svc") == 'h3=":443"; ma=86400', (quic, headers)
+    else:
+        assert not quic and "Alt-Svc" not in headers, (quic, headers)
     bodies = [a for n, a, _ in main[0] if n == "client_max_body_size"]
     assert bodies == ([[o.max_body_size]] if o.max_body_size else [])
     if "max_body_size" in asked:
@@ -310,7 +316,7 @@ def check_label_case(box: NginxBox, given_labels: dict[str, str]) -> None:
     assert isinstance(result, Site), result
     rendered = render_and_test(box, result)
     assert rendered is not None
-    check_meaning(result, *rendered, given_labels)
+    check_meaning(result, *rendered, given_labels, box.traits)
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -342,6 +348,7 @@ VALID_OPTIONS: dict[str, list[str]] = {
     "max_body_size": ["0", "10m", "512K", "1g", "64g"],
     "redirect": ["www-to-apex", "apex-to-www"],
     "websocket": ["on", "off", "true", "0"],
+    "http3": ["on", "off", "ON", "no"],
     "key_type": ["ecdsa", "rsa"],
     "profile": ["classic", "tlsserver", "shortlived"],
     "challenge": ["http-01", "dns-01", "DNS-01"],
@@ -399,6 +406,7 @@ header_sets = st.one_of(
           "network": "net_b"}, {})
 @example({"domains": "w.demo.test, *.w.demo.test", "challenge": "dns-01", "dns_provider": "rfc2136"}, {})
 @example({"domains": "*.w.demo.test", "challenge": "http-01"}, {})
+@example({"domains": "h.demo.test", "http3": "on", "tls": "modern"}, {"X-Test": "1"})
 @example({"domains": "m.demo.test, www.m.demo.test", "tls": "modern", "redirect": "apex-to-www",
           "websocket": "off", "hsts": "max-age=63072000; includeSubDomains; preload"},
          {"Referrer-Policy": "no-referrer"})
@@ -501,6 +509,7 @@ file_entries = st.fixed_dictionaries(
         "hsts": st.one_of(choice_or_junk("off", "31536000"), st.booleans(), st.integers()),
         "max_body_size": st.one_of(choice_or_junk("10m", "0"), st.integers(-1, 10**12)),
         "websocket": st.one_of(st.booleans(), choice_or_junk("on", "off")),
+        "http3": st.one_of(st.booleans(), choice_or_junk("on", "off")),
         "headers": st.one_of(header_sets, st.lists(payload, max_size=2), payload),
     },
 )
@@ -522,6 +531,6 @@ def test_any_sites_file_entry_is_rejected_or_means_what_was_asked(box: NginxBox,
 def test_the_oracle_knows_every_option(box: NginxBox) -> None:
     """Guard for this file: a new per-site option must be added to the strategies above."""
     covered = {"tls", "hsts", "max_body_size", "redirect", "websocket", "key_type", "profile", "challenge",
-               "dns_provider"}
+               "dns_provider", "http3"}
     assert set(options.OPTION_KEYS) <= covered, set(options.OPTION_KEYS) - covered
     assert set(labels.KNOWN_KEYS) <= {"domains", "port", "network", "scheme", "group"}

@@ -56,6 +56,19 @@ class Outcome:
     def transient(self) -> bool:
         return self.failure in (Failure.TRANSIENT, Failure.CA_UNREACHABLE)
 
+    @property
+    def account_wide(self) -> bool:
+        """A rate limit that refuses every new order of the account (new orders per account, account
+        registrations), read from the CA's detail text without its links: the limits page's anchors
+        say "per-account" for per-name limits too (#authorization-failures-per-identifier-per-account)."""
+        if self.failure != Failure.RATE_LIMITED:
+            return False
+        detail = _URL.sub("", self.summary).lower()
+        return "new orders" in detail or "registrations" in detail or "by this account" in detail
+
+
+_URL = re.compile(r"https?://\S+")
+
 
 def arguments(
     settings: Settings,

@@ -147,9 +147,7 @@ class Issuer:
                                                  validation=outcome.failed_validation)
             self.ledger.save()
         retry = max(filter(None, [attempt.not_before, now + backoff_delay(attempt.failures, self.settings.backoff)]))
-        low = outcome.summary.lower()
-        if outcome.failure == certbot.Failure.RATE_LIMITED and outcome.retry_after and (
-                "new orders" in low or "registrations" in low or "account" in low):
+        if outcome.account_wide and outcome.retry_after:
             paused = self.account_paused_until
             self.account_paused_until = max(outcome.retry_after, paused or outcome.retry_after)
         failure = outcome.failure.value if outcome.failure else "error"

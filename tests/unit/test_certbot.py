@@ -272,3 +272,21 @@ def test_rate_limit_retry_after(output: str, retry_after: datetime) -> None:
     assert out.failure is Failure.RATE_LIMITED
     assert out.retry_after == retry_after
     assert out.retry_after is not None and out.retry_after.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(("detail", "account_wide"), [
+    ("too many new orders (300) created by this account in the last 3h0m0s, retry after 2026-11-29 14:29:36 UTC: "
+     "see https://letsencrypt.org/docs/rate-limits/#new-orders-per-account", True),
+    ("too many registrations (10) from this IP address in the last 3h0m0s, retry after 2026-11-29 14:29:36 UTC: "
+     "see https://letsencrypt.org/docs/rate-limits/#new-registrations-per-ip-address", True),
+    # per name, although the limits page's anchor ends in "per-account": seen end to end holding back other sites
+    ('too many failed authorizations (5) for "xf.rl.test" in the last 1h0m0s, retry after 2026-11-29 14:29:36 UTC: '
+     "see https://letsencrypt.org/docs/rate-limits/#authorization-failures-per-identifier-per-account", False),
+    ("too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after "
+     "2026-11-29 14:29:36 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers",
+     False),
+])
+def test_only_account_wide_limits_hold_back_other_sites(detail: str, account_wide: bool) -> None:
+    outcome = classify(1, "An unexpected error occurred:\n" + detail + "\n", datetime(2026, 11, 29, tzinfo=timezone.utc))
+    assert outcome.failure == Failure.RATE_LIMITED and outcome.retry_after is not None
+    assert outcome.account_wide is account_wide

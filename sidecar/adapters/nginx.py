@@ -316,11 +316,15 @@ class DockerNginx:
         r = self.docker.exec(self.container_id, ["nginx", "-t"])
         took = time.monotonic() - started
         _LONGEST_TEST[self.container_id] = max(took, _LONGEST_TEST.get(self.container_id, 0.0))
+        log.debug("nginx -t: %s in %.2fs", "passed" if r.exit_code == 0 else "failed", took)
         return r.exit_code == 0, r.output
 
     def test_config(self, path: str) -> tuple[bool, str]:
         """``nginx -t -c PATH``: a configuration of its own (see ``partial_config``)."""
+        started = time.monotonic()
         r = self.docker.exec(self.container_id, ["nginx", "-t", "-c", path])
+        log.debug("nginx -t -c %s: %s in %.2fs", path, "passed" if r.exit_code == 0 else "failed",
+                  time.monotonic() - started)
         return r.exit_code == 0, r.output
 
     def reload(self) -> tuple[bool, str]:
@@ -328,12 +332,16 @@ class DockerNginx:
             r = self.docker.exec(self.container_id, ["nginx", "-s", "reload"])
             return r.exit_code == 0, r.output
         old = self._workers()
+        started = time.monotonic()
         self.docker.kill(self.container_id, "SIGHUP")
         timeout = max(RELOAD_TIMEOUT, 10 * _LONGEST_TEST.get(self.container_id, 0.0))
-        deadline = time.monotonic() + timeout
+        deadline = started + timeout
+        polls = 0
         while time.monotonic() < deadline:
             time.sleep(0.05)
+            polls += 1
             if self._workers() - old:
+                log.debug("SIGHUP: new nginx workers after %.2fs (%d polls)", time.monotonic() - started, polls)
                 return True, ""
         return False, (f"nginx: [emerg] no new worker processes {timeout:.0f} s after SIGHUP: "
                        "the new configuration did not load (nginx -t says why)")

@@ -135,6 +135,7 @@ class Publisher:
         for p in snap.cert_problems:
             log.warning("%s", p)
         traits = self.traits(snap.nginx.id)
+        started = time.monotonic()
         try:  # put the include snippets back if the conf volume was emptied (writes only on change)
             nginx.install_snippets(s.conf_dir, str(s.webroot_dir))
         except OSError as exc:
@@ -145,6 +146,7 @@ class Publisher:
             str(s.snippets_dir) if s.snippets_dir else None, str(s.templates_dir) if s.templates_dir else None,
             snap.user_defaults, render.Http3(s.http3, s.http3_port), s.challenge_proxy, self._rendered,
         )
+        log.debug("publish: %d site files rendered in %.2fs", len(wanted), time.monotonic() - started)
         control = self.control_for(snap.nginx.id)
         self.broken.review()
         for _ in range(MAX_SET_ASIDE):
@@ -287,6 +289,7 @@ class Publisher:
         if snap.nginx_addr is None:
             return ""
         host = snap.nginx_addr[0]
+        started = time.monotonic()
         lineages = snap.lineages
         changed = [n for f in written if (n := names.site_of_file(f)) is not None and n in lineages]
         step = max(1, -(-len(changed) // VERIFY_SAMPLE))
@@ -299,6 +302,8 @@ class Publisher:
             if not expected or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        log.debug("verify: %d of %d changed sites checked over TLS in %.2fs", len(changed[::step]), len(changed),
+                  time.monotonic() - started)
         if expected:
             return "wrong or no certificate for " + ", ".join(sorted(expected))
         return ""

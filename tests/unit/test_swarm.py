@@ -180,12 +180,13 @@ def test_a_bundle_nginx_rejects_leaves_the_previous_configuration_and_is_reporte
     first = (b.File("conf", "sidecar-site-a.conf", b"a"),)
     agent.receive(b.seal(KEY, b.BUNDLE, b.to_doc(_bundle(first, 5))), "peer")
     docker.test_ok = False
+    before = len(docker.commands)  # (the first bundle's: whatever else ran, it reloaded)
     second = (b.File("conf", "sidecar-site-b.conf", b"b"),)
     code, body = agent.receive(b.seal(KEY, b.BUNDLE, b.to_doc(_bundle(second, 6))), "peer")
     report = b.report_from(b.unseal(KEY, b.REPORT, body))
     assert (report.state, report.version) == ("rejected", 5) and "unknown directive" in report.detail
     assert sorted(p.name for p in (tmp_path / "conf").iterdir()) == ["sidecar-site-a.conf"]
-    assert ["nginx", "-s", "reload"] not in docker.commands[2:]
+    assert ["nginx", "-t"] in docker.commands[before:] and ["nginx", "-s", "reload"] not in docker.commands[before:]
 
 
 def test_an_agent_refuses_forged_and_older_bundles(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from sidecar.core.errors import NginxError
-from sidecar.adapters.nginx import apply, first_error_line, owned_files
+from sidecar.adapters import nginx as nginx_adapter
+from sidecar.adapters.docker_api import ExecResult
+from sidecar.core.errors import DockerUnavailable, NginxError
+from sidecar.adapters.nginx import DockerNginx, apply, first_error_line, owned_files
 from sidecar.state.files import atomic_write
 from sidecar.core.render import GLOBAL_FILE
 
@@ -286,3 +289,91 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
 )
 def test_first_error_line(output: str, line: str) -> None:
     assert first_error_line(output) == line
+
+
+class EngineNginx:
+    """The Docker adapter's surface ``DockerNginx`` uses, for an nginx that is its container's PID 1.
+
+    SIGHUP starts new workers after ``loads`` looks; ``top`` says whether the engine can list
+    processes (``children``); every ``docker exec`` is recorded."""
+
+    def __init__(self, loads: int = 3, top: bool = True, top_fails_from: int | None = None) -> None:
+        self.loads, self.top, self.top_fails_from = loads, top, top_fails_from
+        self.workers, self.next_pid, self.looks, self.execs, self.kills = {11, 12}, 100, 0, [], []  # type: ignore[var-annotated]
+        self.pending = -1  # looks left until the new workers appear (-1: no reload under way)
+
+    def _look(self) -> set[int]:
+        if self.pending > 0:
+            self.pending -= 1
+        elif self.pending == 0:
+            self.workers, self.pending = {self.next_pid, self.next_pid + 1}, -1
+            self.next_pid += 2
+        return set(self.workers)
+
+    def children(self, container_id: str) -> set[int]:
+        self.looks += 1
+        if not self.top or (self.top_fails_from is not None and self.looks >= self.top_fails_from):
+            raise DockerUnavailable(f"container {container_id[:12]}: no process list from the engine")
+        return {pid + 10000 for pid in self._look()}  # (the host's numbers)
+
+    def exec(self, container_id: str, cmd: list[str], **_: object) -> ExecResult:
+        self.execs.append(cmd)
+        if cmd == ["cat", "/proc/1/cmdline"]:
+            return ExecResult(0, "nginx: master process nginx -g daemon off;")
+        if cmd == ["cat", "/proc/1/task/1/children"]:
+            return ExecResult(0, " ".join(map(str, sorted(self._look()))))
+        return ExecResult(0, "")
+
+    def kill(self, container_id: str, signal: str) -> None:
+        self.kills.append(signal)
+        self.pending = self.loads
+
+
+@pytest.fixture
+def fresh_caches() -> Iterator[None]:
+    yield
+    for cache in (nginx_adapter._SIGNALS, nginx_adapter._NO_TOP, nginx_adapter._LONGEST_TEST):  # noqa: SLF001
+        cache.clear()
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_a_reload_is_sighup_and_new_workers_seen_by_the_engine_without_exec_polling(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
+    engine = EngineNginx(loads=5)
+    control = DockerNginx(engine, "c" * 64)  # type: ignore[arg-type]
+    assert control.reload() == (True, "")
+    assert engine.kills == ["SIGHUP"]
+    assert engine.execs == [["cat", "/proc/1/cmdline"]]  # (once per container: is nginx PID 1?)
+    assert engine.looks >= 6 and engine.workers == {100, 101}
+    assert control.reload() == (True, "") and engine.execs == [["cat", "/proc/1/cmdline"]]
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_an_engine_that_cannot_list_processes_is_looked_inside_consistently(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
+    engine = EngineNginx(loads=2, top=False)
+    control = DockerNginx(engine, "d" * 64)  # type: ignore[arg-type]
+    assert control.reload() == (True, "")
+    assert engine.execs.count(["cat", "/proc/1/task/1/children"]) >= 3  # before, and until the new ones
+    assert engine.workers == {100, 101}
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_an_engine_listing_lost_during_a_reload_is_an_error_not_a_false_success(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
+    engine = EngineNginx(loads=50, top_fails_from=3)
+    control = DockerNginx(engine, "e" * 64)  # type: ignore[arg-type]
+    with pytest.raises(DockerUnavailable):
+        control.reload()
+    assert ["cat", "/proc/1/task/1/children"] not in engine.execs  # (never compares host and container PIDs)
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_a_configuration_nginx_does_not_load_is_a_failed_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
+    monkeypatch.setattr(nginx_adapter, "RELOAD_TIMEOUT", 0.2)
+    engine = EngineNginx(loads=10**9)
+    ok, output = DockerNginx(engine, "f" * 64).reload()  # type: ignore[arg-type]
+    assert not ok and "no new worker processes" in first_error_line(output)

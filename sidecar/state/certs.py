@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -172,9 +173,11 @@ def load_cache(path: Path) -> LineageCache:
             return {}
         return {name: (tuple(int(x) for x in e["sig"]), Certificate(
             name=name, names=frozenset(e["names"]), not_before=datetime.fromisoformat(e["not_before"]),
-            not_after=datetime.fromisoformat(e["not_after"]), issuer=e["issuer"], key_type=e["key_type"],
+            not_after=datetime.fromisoformat(e["not_after"]), issuer=sys.intern(e["issuer"]),
+            key_type=sys.intern(e["key_type"]),
             serial=int(e["serial"]), authority_key_id=bytes.fromhex(e["aki"]) if e["aki"] is not None else None,
             has_ocsp_url=bool(e["ocsp"]), fullchain_path=e["fullchain"], privkey_path=e["privkey"],
-            acme_server=e["acme_server"])) for name, e in doc["lineages"].items()}
+            acme_server=sys.intern(e["acme_server"]) if e["acme_server"] else e["acme_server"]))
+            for name, e in doc["lineages"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}

@@ -377,3 +377,12 @@ def test_a_configuration_nginx_does_not_load_is_a_failed_reload(monkeypatch: pyt
     engine = EngineNginx(loads=10**9)
     ok, output = DockerNginx(engine, "f" * 64).reload()  # type: ignore[arg-type]
     assert not ok and "no new worker processes" in first_error_line(output)
+
+
+def test_the_cache_of_written_files_shares_the_rendered_text(conf_dir: Path) -> None:
+    """Ten thousand site files are not kept twice in memory (once rendered, once as read back)."""
+    wanted = {G: "global\n", A: "site a " * 50 + "\n"}
+    apply(conf_dir, wanted, FakeNginx(conf_dir))
+    again = {name: "".join(list(text)) for name, text in wanted.items()}  # equal, other objects
+    apply(conf_dir, again, FakeNginx(conf_dir))
+    assert all(owned_files(conf_dir)[name] is again[name] for name in again)

@@ -118,7 +118,7 @@ def poll_interval(n: int) -> float:
     """Probe every site this often: fine resolution for small N, bounded load for large N
     (at most about 200 TLS handshakes a second in total for N <= 100, 500 attempts for N = 1,000,
     most of them refused at once by nginx's default server until the certificate is there)."""
-    return min(2.0, max(0.1, n * 0.005)) if n > 100 else min(0.5, max(0.1, n * 0.005))
+    return min(2.0, max(0.1, n * 0.005)) if n > 100 else min(0.5, max(0.05, n * 0.005))
 
 
 # -- TLS probing ---------------------------------------------------------------------------------
@@ -1019,7 +1019,7 @@ def markdown(rows: list[Row], results: list[RunResult], meta: dict[str, Any]) ->
         "caddy: `caddy run` started; certbot: the first `docker run certbot`) until a TLS handshake with its "
         "name as SNI presents a certificate that verifies against this run's Pebble root and `GET /` answers "
         "200; total = from the first start to the last site served. Probes every "
-        "max(0.1, min(0.5, N × 5 ms)) s per site, so resolution is 0.1 s for N ≤ 20 and 0.5 s for N = 100. "
+        "max(0.05, min(0.5, N × 5 ms)) s per site, so resolution is 0.05 s for N ≤ 10 and 0.5 s for N = 100. "
         "CPU s and peak MB are the sidecar's container (caddy: the caddy container) during the burst, "
         "from its cgroup: they exclude certbot and nginx. certbot runs: certificate requests made (sidecar: "
         "`docker exec` runs in its one certbot container); certbot containers: containers started for them; "

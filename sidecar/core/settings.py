@@ -52,7 +52,7 @@ class Settings:
     conf_dir: Path = Path("/etc/nginx/conf.d")
     state_dir: Path = Path("/var/lib/nginx-acme-sidecar")
     sites_file: Path | None = None
-    debounce_seconds: float = 0.1
+    debounce_seconds: float = 0.05
     certbot_timeout_seconds: float = 300.0
     log_format: str = "text"
     log_level: str = "INFO"

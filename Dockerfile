@@ -33,6 +33,7 @@ RUN apt-get update \
 RUN python3 -c "import docker, watchdog, cryptography, tenacity, yaml, jinja2, prometheus_client, idna, tldextract, apprise"
 
 ENV PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /app

@@ -13,12 +13,14 @@ take a fresh snapshot and add work.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from sidecar.adapters.ari import AriClient, AriWindows
 from sidecar.adapters.docker_api import Docker
@@ -51,6 +53,23 @@ log = logging.getLogger("sidecar")
 ARI_SECONDS_PER_PASS = 1.0
 NO_NGINX = "nginx container not found"
 LINEAGE_CACHE = "lineages-cache.json"  # in STATE_DIR: what the certificates said (state.certs.save_cache)
+
+
+def trim_heap() -> None:
+    """Give the memory freed by a pass back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing). A pass over ten thousand sites allocates tens of MB that are free again at its end,
+    which glibc otherwise keeps: 45 MB of resident memory at that size."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 class Reconciler:
@@ -140,6 +159,7 @@ class Reconciler:
                 try:
                     next_due = self.run_pass()
                     failures = 0
+                    trim_heap()
                 except DockerUnavailable as exc:
                     failures += 1
                     delay = min(2 ** failures, 60)

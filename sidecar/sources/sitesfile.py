@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from sidecar.core import options
-from sidecar.core.domains import DomainError, normalize_domains, parse_domain_list
+from sidecar.core.domains import DomainError, looks_numeric, normalize_domains, parse_domain_list
 from sidecar.core.errors import InputError
 from sidecar.core.model import Problem, Site, SourceKind, Upstream
 from sidecar.state.files import atomic_write
@@ -66,6 +66,8 @@ def parse_upstream(raw: object) -> Upstream:
         raise ValueError(f"{text[:80]!r}: only scheme, host and port are allowed (no path, query or credentials)")
     host = parts.hostname or ""
     try:
+        if not looks_numeric(host):
+            raise ValueError(host)
         host = str(ipaddress.ip_address(host))
     except ValueError:
         if not _HOST.fullmatch(host):

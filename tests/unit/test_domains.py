@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.core.domains import MAX_NAMES_PER_CERT, DomainError, normalize_domain, parse_domain_list
+from sidecar.core.domains import MAX_NAMES_PER_CERT, DomainError, looks_numeric, normalize_domain, parse_domain_list
 
 VALID = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 
@@ -140,3 +140,10 @@ def test_normalize_domain_is_total(raw: str) -> None:
     assert VALID.fullmatch(name), name
     assert not name.rsplit(".", 1)[1].isdigit()
     assert normalize_domain(name) == name  # idempotent
+
+
+@pytest.mark.parametrize(("host", "numeric"), [("192.0.2.1", True), ("2001:db8::1", True), ("[::1]", True),
+                                               ("1234", True), ("app", False), ("s1.example.com", False),
+                                               ("1.example.com", False), ("10.0.0.5.nip.io", False)])
+def test_only_names_that_may_be_ip_addresses_are_asked_of_ipaddress(host: str, numeric: bool) -> None:
+    assert looks_numeric(host) is numeric

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import dataclasses
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,11 @@ class Environment:
     runner: runner.Runner
 
 
+def _clean_certs(certs_dir: Path) -> None:
+    for leftover in files.remove_temp_files([certs_dir]):
+        log.warning("cleaned up after an interrupted run: removed %s", leftover)
+
+
 def prepare(settings: Settings, docker: Docker) -> Environment:
     s = settings
     for d in (s.certs_dir, s.webroot_dir, s.conf_dir, s.state_dir):
@@ -48,8 +54,11 @@ def prepare(settings: Settings, docker: Docker) -> Environment:
     removed = docker.remove_labelled(f"{OWNER_LABEL}={owner}")
     if removed:
         log.info("removed %d leftover certbot container(s) from an earlier run", removed)
-    for leftover in [*lineage.recover(s.certs_dir), *files.remove_temp_files([s.conf_dir, s.state_dir, s.certs_dir])]:
+    for leftover in [*lineage.recover(s.certs_dir), *files.remove_temp_files([s.conf_dir, s.state_dir])]:
         log.warning("cleaned up after an interrupted run: removed %s", leftover)
+    # The certificates' volume in the background: nothing reads a leftover there, and walking ten
+    # thousand lineages would delay the first plan by most of a second.
+    threading.Thread(target=_clean_certs, args=(s.certs_dir,), name="clean-up", daemon=True).start()
     for probe in challenges.glob("sidecar-probe-*"):
         probe.unlink(missing_ok=True)
     for name in nginx.install_snippets(s.conf_dir, str(s.webroot_dir)):

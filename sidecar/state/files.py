@@ -9,12 +9,16 @@ file, which :func:`remove_temp_files` deletes at the next start.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sidecar.core.names import TEMP_PREFIX
 
+# This process's temporary files start with this (another process's, or a killed one's, do not),
+# so the clean-up of a large volume can run while this process already writes.
+OWN_TEMP_PREFIX = f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}."
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,7 +37,7 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
     """Write ``content`` to ``path`` so readers see the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=OWN_TEMP_PREFIX, dir=path.parent)
     try:
         if isinstance(content, bytes):
             with os.fdopen(fd, "wb") as fh:
@@ -73,7 +77,7 @@ def write_many(directory: Path, contents: dict[str, str], mode: int = 0o644) -> 
 
     try:
         for name, content in contents.items():
-            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+            fd, tmp = tempfile.mkstemp(prefix=OWN_TEMP_PREFIX, dir=directory)
             temps.append((tmp, directory / name))
             with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
                 fh.write(content)
@@ -96,12 +100,14 @@ def write_many(directory: Path, contents: dict[str, str], mode: int = 0o644) -> 
 
 def remove_temp_files(roots: list[Path]) -> list[str]:
     """Delete what a process killed inside ``atomic_write`` leaves (``.sidecar-tmp-*``, never
-    read by anyone) under ``roots``. Call at start, before anything writes. Returns the paths."""
+    read by anyone) under ``roots``, except this process's own (being written now: the walk of a
+    volume of ten thousand certificates takes most of a second, and may run in the background
+    while this process writes). Returns the paths."""
     removed: list[str] = []
     for root in roots:
         for dirpath, _dirs, names in os.walk(root):
             for name in names:
-                if name.startswith(TEMP_PREFIX):
+                if name.startswith(TEMP_PREFIX) and not name.startswith(OWN_TEMP_PREFIX):
                     path = os.path.join(dirpath, name)
                     try:
                         os.unlink(path)

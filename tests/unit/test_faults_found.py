@@ -79,3 +79,13 @@ def test_sites_file_upstream_with_whitespace_or_control_characters_is_refused(ur
 
     with pytest.raises(ValueError, match="spaces and control characters"):
         sitesfile.parse_upstream(url)
+
+
+def test_the_clean_up_spares_this_processs_own_temporary_files(tmp_path: Path) -> None:
+    """It may run in the background while this process writes (the certificates' volume)."""
+    mine = tmp_path / (files.OWN_TEMP_PREFIX + "abc")
+    killed = tmp_path / ".sidecar-tmp-1.0123abcd.xyz"
+    for p in (mine, killed):
+        p.write_text("x")
+    assert files.remove_temp_files([tmp_path]) == [str(killed)]
+    assert mine.exists() and not killed.exists()

@@ -153,6 +153,7 @@ class Reconciler:
         threading.Thread(target=self._warm_up, name="certbot-warm-up", daemon=True).start()
         self._announce()
         failures = 0
+        cleaned = False  # (the certificates' volume: after the first pass that went through)
         try:
             while (reasons := self.triggers.wait()) is not None:
                 log.debug("pass triggered by: %s", "; ".join(dict.fromkeys(reasons)))
@@ -160,6 +161,9 @@ class Reconciler:
                     next_due = self.run_pass()
                     failures = 0
                     trim_heap()
+                    if not cleaned:
+                        startup.clean_certs(self.settings.certs_dir)
+                        cleaned = True
                 except DockerUnavailable as exc:
                     failures += 1
                     delay = min(2 ** failures, 60)

@@ -28,9 +28,17 @@ class Environment:
     runner: runner.Runner
 
 
-def _clean_certs(certs_dir: Path) -> None:
-    for leftover in files.remove_temp_files([certs_dir]):
-        log.warning("cleaned up after an interrupted run: removed %s", leftover)
+def clean_certs(certs_dir: Path) -> threading.Thread:
+    """A killed run's temporary files in the certificates' volume, removed in the background once
+    the first pass is done: nothing reads them, and walking ten thousand lineages (most of a
+    second) would delay the first plan, before it or alongside it."""
+    def clean() -> None:
+        for leftover in files.remove_temp_files([certs_dir]):
+            log.warning("cleaned up after an interrupted run: removed %s", leftover)
+
+    thread = threading.Thread(target=clean, name="clean-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def prepare(settings: Settings, docker: Docker) -> Environment:
@@ -56,9 +64,7 @@ def prepare(settings: Settings, docker: Docker) -> Environment:
         log.info("removed %d leftover certbot container(s) from an earlier run", removed)
     for leftover in [*lineage.recover(s.certs_dir), *files.remove_temp_files([s.conf_dir, s.state_dir])]:
         log.warning("cleaned up after an interrupted run: removed %s", leftover)
-    # The certificates' volume in the background: nothing reads a leftover there, and walking ten
-    # thousand lineages would delay the first plan by most of a second.
-    threading.Thread(target=_clean_certs, args=(s.certs_dir,), name="clean-up", daemon=True).start()
+    # (the certificates' volume is searched after the first pass: see clean_certs)
     for probe in challenges.glob("sidecar-probe-*"):
         probe.unlink(missing_ok=True)
     for name in nginx.install_snippets(s.conf_dir, str(s.webroot_dir)):

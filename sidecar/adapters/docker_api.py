@@ -374,6 +374,15 @@ class Docker:
         pid, ppid = titles.index("PID"), titles.index("PPID")
         return {int(row[pid]) for row in listing.get("Processes") or [] if int(row[ppid]) == main}
 
+    def log_lines(self, container_id: str, since: float, tail: int = 1000) -> list[str]:
+        """A container's standard-error lines logged since ``since`` (UNIX time, fractions count),
+        of its last ``tail`` lines (``GET /containers/{id}/logs``; the engine reads the end of the
+        log, not all of it). Raises ``DockerUnavailable`` where the logging driver cannot be read."""
+        with _translated(f"reading the log of container {container_id[:12]}", container=container_id):
+            raw = self._client.api.logs(container_id, stdout=False, stderr=True, since=since, tail=tail)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return text.splitlines()
+
     def kill(self, container_id: str, signal: str) -> None:
         """``POST /containers/{id}/kill?signal=...``: send ``signal`` (e.g. ``SIGHUP``) to its main process."""
         with _translated(f"sending {signal} to container {container_id[:12]}", container=container_id):

@@ -31,8 +31,11 @@ PARTIAL_TEST_FILE = "partial-test.nginx"  # in sidecar-include/ (no *.conf inclu
 RELOAD_TIMEOUT = 120.0  # seconds for nginx to start new workers after SIGHUP (3 s at ten thousand sites), at
 # least 10 times the longest `nginx -t` seen (a loaded machine: a minute and more at ten thousand sites)
 RELOAD_POLL = (0.02, 0.5)  # seconds between looks for new workers after SIGHUP: first, longest
+RELOAD_TEST_AFTER = 3.0  # seconds without new workers (or 3 longest `nginx -t`): has the load failed?
 BULK_WRITE = 20  # more files than this changed at once: written together, one sync for all (write_many)
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
+_PROCESS = re.compile(r"^\d+#\d+: ")  # "1#1: " before the message in nginx's error log
+_MASTER_EMERG = re.compile(r"\[emerg\] 1#\d+: ")  # nginx's master (PID 1: see DockerNginx._signalled)
 
 
 class NginxControl(Protocol):
@@ -138,7 +141,7 @@ def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool]:
 def first_error_line(output: str) -> str:
     for line in output.splitlines():
         if "[emerg]" in line or "[alert]" in line or "[crit]" in line or "[error]" in line:
-            return line.split("] ", 1)[-1].strip()[:300]
+            return _PROCESS.sub("", line.split("] ", 1)[-1].strip())[:300]
     lines = [ln for ln in output.splitlines() if ln.strip()]
     return (lines[-1] if lines else "no output")[:300]
 
@@ -253,16 +256,17 @@ def apply(
     if not changes():
         return result
     ok, output = control.reload()
-    if not ok and partial:
-        # The changed files passed alone, the whole configuration did not load: a full test says
-        # why (and holds back the site file it blames), then the rest is reloaded.
+    if not ok:
+        # nginx goes on with the configuration it had. A full test says why (after a partial test;
+        # or a file changed since the test) and holds back the site file it blames, then the rest
+        # is tried once more; if that fails too, the files nginx has loaded are put back (no reload).
         log.warning("nginx did not load the new configuration (%s); testing all of it", first_error_line(output))
         full_test()
         if not changes():
             return result
         ok, output = control.reload()
-    if not ok:
-        raise restore("nginx -s reload failed", first_error_line(output), output, reload=True)
+        if not ok:
+            raise restore("nginx did not load the new configuration", first_error_line(output), output)
     result.reloaded = True
     if verify is not None:
         problem = verify(result.written)
@@ -309,6 +313,7 @@ def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str
 # container id -> whether its PID 1 is nginx's master with its children listed in /proc (see reload)
 _SIGNALS: dict[str, bool] = {}
 _NO_TOP: set[str] = set()  # containers whose processes the engine cannot list (see _workers)
+_NO_LOGS: set[str] = set()  # containers whose log the engine cannot read (see _load_errors)
 _LONGEST_TEST: dict[str, float] = {}  # container id -> seconds of its longest full `nginx -t` (see reload)
 
 
@@ -349,9 +354,11 @@ class DockerNginx:
             return r.exit_code == 0, r.output
         old = self._workers()
         by_engine = self.container_id not in _NO_TOP  # (the same way of looking until the end)
+        since = time.time()  # (nginx's log from here on: the engine's clock is this host's)
         started = time.monotonic()
         self.docker.kill(self.container_id, "SIGHUP")
         timeout = max(RELOAD_TIMEOUT, 10 * _LONGEST_TEST.get(self.container_id, 0.0))
+        test_at = max(RELOAD_TEST_AFTER, 3 * _LONGEST_TEST.get(self.container_id, 0.0))
         deadline = started + timeout
         polls = failed = 0
         while (elapsed := time.monotonic() - started) < timeout:
@@ -369,8 +376,34 @@ class DockerNginx:
             if workers - old:
                 log.debug("SIGHUP: new nginx workers after %.2fs (%d looks)", time.monotonic() - started, polls)
                 return True, ""
+            # No new workers yet: still loading, or the load failed and the old configuration stays
+            # (a file changed after `nginx -t`, or what only a reload checks, such as a shared zone
+            # declared differently than before). nginx says so in its error log; an unreadable log
+            # leaves `nginx -t` now and then, then the timeout.
+            refused = self._load_errors(since)
+            if not refused and time.monotonic() - started >= test_at:
+                ok, output = self.test()
+                refused = "" if ok else output
+                test_at = 2 * (time.monotonic() - started)
+            if refused:
+                log.debug("SIGHUP: nginx did not load the configuration (%.2fs, %d looks)",
+                          time.monotonic() - started, polls)
+                return False, refused
         return False, (f"nginx: [emerg] no new worker processes {timeout:.0f} s after SIGHUP: "
                        "the new configuration did not load (nginx -t says why)")
+
+    def _load_errors(self, since: float) -> str:
+        """The master's ``[emerg]`` lines in nginx's log (its container's standard error, as in the
+        official image) since ``since``: a reload it refused. "" when none, or none can be read."""
+        if self.container_id in _NO_LOGS:
+            return ""
+        try:
+            lines = self.docker.log_lines(self.container_id, since)
+        except DockerUnavailable as exc:
+            log.debug("container %s: %s; a refused reload is seen by nginx -t instead", self.container_id[:12], exc)
+            _NO_LOGS.add(self.container_id)
+            return ""
+        return "\n".join(line for line in lines if _MASTER_EMERG.search(line))
 
     def _workers(self, by_engine: bool | None = None) -> set[str]:
         """PIDs of nginx's worker processes (the host's or the container's: compare only like with

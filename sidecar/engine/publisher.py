@@ -258,8 +258,10 @@ class Publisher:
             self.reporter.emit(Kind.NGINX_REJECTED, "", reason, file="hand-written config", error=reason)
             return False
         ok, output = control.reload()
-        if not ok:
-            log.error("nginx -s reload failed: %s", nginx.first_error_line(output))
+        if not ok:  # (e.g. a shared zone declared otherwise than the running one: only a reload sees it)
+            reason = nginx.first_error_line(output)
+            log.error("nginx did not load the changed hand-written config; the running config stays: %s", reason)
+            self.reporter.emit(Kind.NGINX_REJECTED, "", reason, file="hand-written config", error=reason)
             return False
         log.info("nginx reloaded (%s)", "first pass since start: picks up what changed meanwhile" if first
                  else "hand-written config or its certificates changed")

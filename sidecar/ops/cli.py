@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import http.client
 import json
 import logging
@@ -102,6 +103,8 @@ def _run(cfg: settings_mod.Settings) -> int:
     register_secrets(cfg)
     log = logging.getLogger("sidecar")
     log.info("nginx-acme-sidecar %s starting", __version__)
+    # `docker kill -s USR1 <sidecar>`: every thread's stack on stderr (file, line, function; no values)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         alerter = Alerter.from_settings(cfg.alert_urls, cfg.state_dir)
     except ConfigError as exc:

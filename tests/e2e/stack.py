@@ -278,7 +278,7 @@ def new_stack(tmp_root: Path) -> Stack:
         "DEBOUNCE_SECONDS": "0.2",
         # other stacks may run on the same engine (parallel test runs, the benchmark)
         "SITES_SCOPE": "network",
-        "LOG_LEVEL": "info",
+        "LOG_LEVEL": os.environ.get("E2E_LOG_LEVEL", "info"),  # (debug: the timings of every step)
     }
     return Stack(project, f"{project}-net", http_port, https_port, mgmt_port, sites_dir, env, client)
 

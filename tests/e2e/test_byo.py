@@ -153,3 +153,30 @@ def test_a_broken_hand_written_file_is_set_aside_and_every_other_site_keeps_bein
     byo.no_event(Kind.CONF_SET_ASIDE, since=since, deadline=1)
     code, _ = byo.exec("sidecar", "rm", "/etc/nginx/conf.d/broken.conf")
     assert code == 0
+
+
+CACHE = "proxy_cache_path /tmp/byo-cache levels={} keys_zone=byo_zone:1m;\n"
+
+
+def test_a_reload_nginx_refuses_is_reported_at_once_and_the_running_config_stays(byo: Stack) -> None:
+    """``nginx -t`` passes but the reload does not: the cache zone's levels differ from the running
+    one's (only the master, holding the old zone, can tell). nginx keeps its configuration; the
+    sidecar used to wait two minutes for new workers, holding up every other change meanwhile."""
+    since = byo.cursor()
+    put_conf(byo, "cache.conf", CACHE.format("1:2"))
+    byo.wait_event(Kind.RELOAD, since=since, timeout=20)
+    since = byo.cursor()
+    put_conf(byo, "cache.conf", CACHE.format("1"))
+    rejected = byo.wait_event(Kind.NGINX_REJECTED, since=since, timeout=15)
+    assert 'cache "byo_zone" had previously different levels' in rejected.details["error"], rejected
+    assert byo.events(since, Kind.RELOAD) == []
+    assert byo.https("a.demo.test").status == 200 and byo.https("byo.demo.test").status == 200
+
+    # Put back as it was: loaded again, and gone.
+    since = byo.cursor()
+    put_conf(byo, "cache.conf", CACHE.format("1:2"))
+    byo.wait_event(Kind.RELOAD, since=since, timeout=20)
+    since = byo.cursor()
+    assert byo.exec("sidecar", "rm", "/etc/nginx/conf.d/cache.conf")[0] == 0
+    byo.wait_event(Kind.RELOAD, since=since, timeout=20)
+    assert byo.events(since, Kind.NGINX_REJECTED) == []

@@ -28,6 +28,7 @@ import functools
 import ipaddress
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from sidecar.core import options
 from sidecar.core.domains import DomainError, looks_numeric, normalize_domains, parse_domain_list
 from sidecar.core.errors import InputError
 from sidecar.core.model import Problem, Site, SourceKind, Upstream
+from sidecar.state import memo
 from sidecar.state.files import atomic_write
 
 log = logging.getLogger("sidecar")
@@ -171,6 +173,8 @@ def parse_sites_file(text: str, path: str,
 
 
 LAST_GOOD = "sites-last-good.yml"
+PARSED = "sites-parsed.cache"  # the last parse's result, for the next start (see sidecar.state.memo)
+PARSED_MIN_BYTES = 64_000  # (about a thousand entries: smaller files parse in a tenth of a second)
 
 
 class SitesFileSource:
@@ -186,6 +190,7 @@ class SitesFileSource:
         self.path = path
         self.defaults = defaults
         self.last_good = state_dir / LAST_GOOD
+        self.parsed = state_dir / PARSED
         self._text: str | None = None
         self._sites: list[Site] | None = None
         self._problems: list[Problem] = []
@@ -203,10 +208,21 @@ class SitesFileSource:
             return self._keep_last_good(f"sites file {path}", f"unreadable: {exc}")
         if text == self._text and self._sites is not None:
             return self._sites, self._problems
-        try:
-            sites, problems = parse_sites_file(text, str(path), self.defaults)
-        except InputError as exc:
-            return self._keep_last_good(exc.source, exc.message)
+        big = len(text) >= PARSED_MIN_BYTES
+        parsed_key = memo.key(text, str(path), repr(self.defaults)) if big else ""
+        found = memo.load(self.parsed, parsed_key) if big and self._sites is None else None  # (at start)
+        if found is not None:
+            sites, problems = found
+        else:
+            try:
+                sites, problems = parse_sites_file(text, str(path), self.defaults)
+            except InputError as exc:
+                return self._keep_last_good(exc.source, exc.message)
+            if big:
+                threading.Thread(target=memo.save, args=(self.parsed, parsed_key, (sites, problems)),
+                                 name="sites-file-cache", daemon=True).start()
+            elif self._sites is None:
+                memo.forget(self.parsed)
         self._text, self._sites, self._problems, self.error = text, sites, problems, ""
         try:
             if not self.last_good.exists() or self.last_good.read_text(encoding="utf-8") != text:

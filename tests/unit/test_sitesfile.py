@@ -173,3 +173,81 @@ def test_wrong_top_level_raises_input_error(text: str, words: str) -> None:
 def test_oversized_file_raises_input_error() -> None:
     with pytest.raises(InputError, match="larger than"):
         parse_sites_file("#" * 1_000_001, PATH)
+
+
+# -- the parsed file kept across restarts ------------------------------------------------
+
+
+def _big_file(tmp_path, n: int = 1200):  # type: ignore[no-untyped-def]
+    path = tmp_path / "sites.yml"
+    entries = "".join(f"  - {{domains: [s{i}.example.com], upstream: 'http://app:5678', bad_key_{i % 2}: 1}}\n"
+                      if i % 500 == 7 else f"  - {{domains: [s{i}.example.com], upstream: 'http://app:5678'}}\n"
+                      for i in range(n))
+    path.write_text("sites:\n" + entries)
+    return path
+
+
+def _saved() -> None:
+    import threading
+    for t in threading.enumerate():
+        if t.name == "sites-file-cache":
+            t.join()
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from sidecar.sources import sitesfile
+    calls: list[int] = []
+    real = sitesfile.parse_sites_file
+    monkeypatch.setattr(sitesfile, "parse_sites_file", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_a_big_sites_file_is_parsed_once_across_restarts(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from sidecar.sources.sitesfile import PARSED, SitesFileSource
+    path, state = _big_file(tmp_path), tmp_path / "state"
+    state.mkdir()
+    calls = _counting(monkeypatch)
+    first = SitesFileSource(path, state).read()
+    _saved()
+    assert calls == [1] and (state / PARSED).stat().st_mode & 0o777 == 0o600
+    again = SitesFileSource(path, state).read()  # a restart, the file unchanged
+    assert calls == [1] and again == first and len(again[0]) == 1197 and len(again[1]) == 3
+    # Changed: parsed again, and that is what the next start finds.
+    path.write_text(path.read_text().replace("s1.example.com", "renamed.example.com"))
+    source = SitesFileSource(path, state)
+    changed = source.read()
+    _saved()
+    assert calls == [1, 1] and changed[0][1].domains == ("renamed.example.com",)
+    assert SitesFileSource(path, state).read() == changed and calls == [1, 1]
+
+
+def test_the_kept_parse_is_not_used_with_other_defaults_damaged_or_writable_by_others(  # type: ignore[no-untyped-def]
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.core import options
+    from sidecar.sources.sitesfile import PARSED, SitesFileSource
+    path, state = _big_file(tmp_path), tmp_path / "state"
+    state.mkdir()
+    calls = _counting(monkeypatch)
+    SitesFileSource(path, state).read()
+    _saved()
+    SitesFileSource(path, state, options.Defaults(dns_provider="rfc2136")).read()  # (another environment)
+    assert len(calls) == 2
+    _saved()
+    SitesFileSource(path, state).read()
+    _saved()
+    n = len(calls)
+    (state / PARSED).chmod(0o620)
+    assert SitesFileSource(path, state).read()[0] and len(calls) == n + 1
+    _saved()
+    blob = (state / PARSED).read_bytes()
+    (state / PARSED).write_bytes(blob[: len(blob) // 2])  # cut short
+    assert len(SitesFileSource(path, state).read()[0]) == 1197 and len(calls) == n + 2
+
+
+def test_a_small_sites_file_keeps_no_parse(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sidecar.sources.sitesfile import PARSED, SitesFileSource
+    path, state = _big_file(tmp_path, n=10), tmp_path / "state"
+    state.mkdir()
+    (state / PARSED).write_bytes(b"left by a bigger file\n")
+    assert len(SitesFileSource(path, state).read()[0]) == 9  # (entry 8 has an unknown key)
+    assert not (state / PARSED).exists()

@@ -31,6 +31,8 @@ PARTIAL_TEST_FILE = "partial-test.nginx"  # in sidecar-include/ (no *.conf inclu
 RELOAD_TIMEOUT = 120.0  # seconds for nginx to start new workers after SIGHUP (3 s at ten thousand sites), at
 # least 10 times the longest `nginx -t` seen (a loaded machine: a minute and more at ten thousand sites)
 RELOAD_POLL = (0.02, 0.5)  # seconds between looks for new workers after SIGHUP: first, longest
+RELOAD_LOG_AFTER = 0.1  # seconds after SIGHUP from which each look also reads nginx's log (a small
+# configuration loads sooner: its reload costs no log read)
 RELOAD_TEST_AFTER = 3.0  # seconds without new workers (or 3 longest `nginx -t`): has the load failed?
 BULK_WRITE = 20  # more files than this changed at once: written together, one sync for all (write_many)
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
@@ -388,7 +390,7 @@ class DockerNginx:
             # (a file changed after `nginx -t`, or what only a reload checks, such as a shared zone
             # declared differently than before). nginx says so in its error log; an unreadable log
             # leaves `nginx -t` now and then, then the timeout.
-            refused = self._load_errors(since)
+            refused = self._load_errors(since) if elapsed >= RELOAD_LOG_AFTER else ""
             if not refused and time.monotonic() - started >= test_at:
                 ok, output = self.test()
                 refused = "" if ok else output

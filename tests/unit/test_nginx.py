@@ -436,6 +436,7 @@ def test_a_reload_nginx_refuses_is_seen_in_its_log_at_once_not_after_the_timeout
     """A file changed after ``nginx -t``, or what only a reload checks: the master logs [emerg] and
     keeps the old workers. Waiting two minutes for new ones held every pass (and CI) hostage."""
     monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
+    monkeypatch.setattr(nginx_adapter, "RELOAD_LOG_AFTER", 0.0)
     engine = EngineNginx(refuse='cache "zz" had previously different levels')
     started = time.monotonic()
     ok, output = DockerNginx(engine, "a" * 64).reload()  # type: ignore[arg-type]
@@ -448,6 +449,7 @@ def test_a_reload_nginx_refuses_is_seen_in_its_log_at_once_not_after_the_timeout
 def test_without_a_readable_log_a_refused_reload_is_seen_by_nginx_t(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.01, 0.01))
     monkeypatch.setattr(nginx_adapter, "RELOAD_TEST_AFTER", 0.1)
+    monkeypatch.setattr(nginx_adapter, "RELOAD_LOG_AFTER", 0.0)
     broken = 'nginx: [emerg] cannot load certificate "/etc/letsencrypt/live/x/fullchain.pem"\n'
     engine = EngineNginx(refuse="x", logs=False, test_output=(1, broken))
     started = time.monotonic()
@@ -479,6 +481,7 @@ def test_once_nginx_is_seen_logging_its_reloads_the_reload_is_the_test(conf_dir:
     apply(conf_dir, {G: conf("g"), A: conf("a")}, control)
     assert engine.execs.count(["nginx", "-t"]) == 1 and len(engine.kills) == 2
     # A refusal now: tested in full, and the files nginx runs are put back.
+    monkeypatch.setattr(nginx_adapter, "RELOAD_LOG_AFTER", 0.0)
     engine.refuse = 'unknown directive "BROKEN"'
     with pytest.raises(NginxError, match="did not load the new configuration"):
         apply(conf_dir, {G: conf("g"), A: conf("a"), C: conf("c")}, control)

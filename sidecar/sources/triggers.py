@@ -41,12 +41,16 @@ class Triggers:
         self._wake = threading.Event()
         self.stopped = threading.Event()
         self._reasons: list[str] = []
+        self._partial = 0  # pokes since the last take() that more may follow (see poke)
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
-    def poke(self, reason: str) -> None:
+    def poke(self, reason: str, complete: bool = False) -> None:
+        """``complete``: the change is whole already (a file renamed into place, or closed after
+        writing), so no more of it is coming: it needs no debounce."""
         with self._lock:
             self._reasons.append(reason)
+            self._partial += 0 if complete else 1
         self._wake.set()
 
     def stop(self) -> None:
@@ -64,14 +68,18 @@ class Triggers:
         """The reasons so far, clearing them (the loop reacts to them now)."""
         self._wake.clear()
         with self._lock:
-            reasons, self._reasons = self._reasons, []
+            reasons, self._reasons, self._partial = self._reasons, [], 0
         return reasons
+
+    def _settled(self) -> bool:
+        with self._lock:
+            return bool(self._reasons) and not self._partial
 
     def wait(self) -> list[str] | None:
         """Block until poked, let a burst settle, then return why (None once stopped)."""
         self._wake.wait()
         started = time.monotonic()
-        while not self.stopped.is_set():
+        while not self.stopped.is_set() and not self._settled():
             self._wake.clear()
             if not self._wake.wait(self.debounce) or time.monotonic() - started >= MAX_DEBOUNCE:
                 break
@@ -174,7 +182,7 @@ class DockerEventWatcher:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, wanted: Callable[[str], bool], reason: str, poke: Callable[[str], None],
+    def __init__(self, wanted: Callable[[str], bool], reason: str, poke: Callable[[str, bool], None],
                  skip_dir_modified: bool = False) -> None:
         self.wanted, self.reason, self.poke, self.skip_dir_modified = wanted, reason, poke, skip_dir_modified
 
@@ -183,12 +191,16 @@ class _Handler(FileSystemEventHandler):
             return
         if self.skip_dir_modified and event.is_directory and event.event_type == "modified":
             return  # a directory on every write in it, ours too: the files' own events say what changed
-        paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
-        if any(p and self.wanted(p) for p in paths):
-            self.poke(self.reason)
+        src, dest = str(event.src_path), str(getattr(event, "dest_path", "") or "")
+        if self.wanted(src) or (dest and self.wanted(dest)):
+            # Whole: renamed into place, or closed by its writer. Not so: written in place, or
+            # renamed away (an editor's backup: the new file may follow within milliseconds).
+            whole = (event.event_type == "moved" and bool(dest) and self.wanted(dest)) or \
+                (event.event_type == "closed" and self.wanted(src))
+            self.poke(self.reason, whole)
 
 
-def watch_files(settings: Settings, poke: Callable[[str], None]) -> list[BaseObserver]:
+def watch_files(settings: Settings, poke: Callable[[str, bool], None]) -> list[BaseObserver]:
     """Watch the sites file (through its directory: editors replace files by rename) and the
     hand-written nginx files; the sidecar's own writes do not count."""
     observers = []

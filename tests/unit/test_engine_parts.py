@@ -360,3 +360,58 @@ def test_a_steady_trickle_of_events_cannot_postpone_every_pass(monkeypatch: Any)
     reasons = t.wait()
     done.set()
     assert reasons and time_mod.monotonic() - started < 1.0
+
+
+def test_a_change_that_is_whole_starts_a_pass_at_once_a_partial_one_waits_for_the_debounce() -> None:
+    import time as time_mod
+
+    from sidecar.sources.triggers import Triggers
+
+    t = Triggers(0.5, lambda: NOW)
+    started = time_mod.monotonic()
+    t.poke("sites file changed", True)
+    assert t.wait() == ["sites file changed"] and time_mod.monotonic() - started < 0.2
+    t.poke("sites file changed")  # written in place: more may come
+    t.poke("sites file changed", True)
+    started = time_mod.monotonic()
+    assert t.wait() == ["sites file changed"] * 2 and time_mod.monotonic() - started >= 0.5
+
+
+def test_the_sites_file_renamed_into_place_is_whole_renamed_away_is_not(tmp_path: Path) -> None:
+    """An editor's backup rename (sites.yml -> sites.yml~) must not start a pass that finds no file."""
+    import os
+    import time as time_mod
+
+    from sidecar.core.settings import Settings
+    from sidecar.sources.triggers import watch_files
+
+    sites = tmp_path / "config" / "sites.yml"
+    sites.parent.mkdir()
+    sites.write_text("sites: []\n")
+    pokes: list[tuple[str, bool]] = []
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    observers = watch_files(Settings(sites_file=sites, conf_dir=conf), lambda r, whole: pokes.append((r, whole)))
+    try:
+        def settle(count: int) -> list[tuple[str, bool]]:
+            deadline = time_mod.monotonic() + 5
+            while len(pokes) < count and time_mod.monotonic() < deadline:
+                time_mod.sleep(0.01)
+            time_mod.sleep(0.1)
+            seen = list(pokes)
+            pokes.clear()
+            return seen
+
+        time_mod.sleep(0.2)
+        os.replace(sites, sites.with_name("sites.yml~"))
+        assert settle(1) == [("sites file changed", False)]
+        tmp = sites.with_name(".sites.yml.tmp")
+        tmp.write_text("sites: []\n")
+        os.replace(tmp, sites)
+        assert settle(1) == [("sites file changed", True)]
+        with open(sites, "a") as fh:  # in place: modified (partial), then closed (whole)
+            fh.write("# more\n")
+        assert ("sites file changed", True) in settle(2)
+    finally:
+        for o in observers:
+            o.stop()

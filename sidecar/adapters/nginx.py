@@ -38,7 +38,6 @@ BULK_WRITE = 20  # more files than this changed at once: written together, one s
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
 _PROCESS = re.compile(r"^\d+#\d+: ")  # "1#1: " before the message in nginx's error log
 _MASTER_EMERG = re.compile(r"\[emerg\] 1#\d+: ")  # nginx's master (PID 1: see DockerNginx._signalled)
-_MASTER_SIGHUP = re.compile(r"\[notice\] 1#\d+: signal 1 \(SIGHUP\) received")
 
 
 class NginxControl(Protocol):
@@ -244,12 +243,7 @@ def apply(
                 raise restore("cannot write the nginx config", str(exc)) from exc
         raise restore("nginx -t kept failing", output=output)
 
-    # Where a reload nginx refuses is seen at once (DockerNginx.reload_tests), the reload is the
-    # test: nginx loads a configuration whole or not at all, and checks more than `nginx -t`. A
-    # refusal goes to the full test below, which says why.
-    partial = bool(getattr(control, "reload_tests", lambda: False)())
-    if not partial:
-        partial = _partial_test(conf_dir, before, target, control) if partial_test else False
+    partial = _partial_test(conf_dir, before, target, control) if partial_test else False
     if not partial:
         full_test()
 
@@ -322,7 +316,6 @@ def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str
 _SIGNALS: dict[str, bool] = {}
 _NO_TOP: set[str] = set()  # containers whose processes the engine cannot list (see _workers)
 _NO_LOGS: set[str] = set()  # containers whose log the engine cannot read (see _load_errors)
-_LOG_SEEN: set[str] = set()  # containers whose nginx master logs its reloads there (see reload_tests)
 _LONGEST_TEST: dict[str, float] = {}  # container id -> seconds of its longest full `nginx -t` (see reload)
 
 
@@ -384,7 +377,6 @@ class DockerNginx:
                 continue
             if workers - old:
                 log.debug("SIGHUP: new nginx workers after %.2fs (%d looks)", time.monotonic() - started, polls)
-                self._see_log(since)
                 return True, ""
             # No new workers yet: still loading, or the load failed and the old configuration stays
             # (a file changed after `nginx -t`, or what only a reload checks, such as a shared zone
@@ -401,22 +393,6 @@ class DockerNginx:
                 return False, refused
         return False, (f"nginx: [emerg] no new worker processes {timeout:.0f} s after SIGHUP: "
                        "the new configuration did not load (nginx -t says why)")
-
-    def reload_tests(self) -> bool:
-        """True once nginx's master was seen logging a reload to its container's log: a reload it
-        refuses then shows there at once, and no ``nginx -t`` is needed before one (``apply``)."""
-        return self.container_id in _LOG_SEEN and self.container_id not in _NO_LOGS
-
-    def _see_log(self, since: float) -> None:
-        if self.container_id in _LOG_SEEN or self.container_id in _NO_LOGS:
-            return
-        try:
-            lines = self.docker.log_lines(self.container_id, since)
-        except DockerUnavailable:
-            _NO_LOGS.add(self.container_id)
-            return
-        if any(_MASTER_SIGHUP.search(line) for line in lines):
-            _LOG_SEEN.add(self.container_id)
 
     def _load_errors(self, since: float) -> str:
         """The master's ``[emerg]`` lines in nginx's log (its container's standard error, as in the

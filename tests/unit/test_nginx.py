@@ -369,8 +369,6 @@ class EngineNginx:
 
     def kill(self, container_id: str, signal: str) -> None:
         self.kills.append(signal)
-        self.log.append((time.time(), "2026/11/29 18:00:00 [notice] 1#1: signal 1 (SIGHUP) received from 9, "
-                                      "reconfiguring"))
         if self.refuse:
             self.log += [(time.time(), "2026/11/29 18:00:00 [notice] 1#1: reconfiguring"),
                          (time.time(), "2026/11/29 18:00:00 [emerg] 7#7: a worker's trouble"),
@@ -383,7 +381,7 @@ class EngineNginx:
 def fresh_caches() -> Iterator[None]:
     yield
     for cache in (nginx_adapter._SIGNALS, nginx_adapter._NO_TOP, nginx_adapter._NO_LOGS,  # noqa: SLF001
-                  nginx_adapter._LOG_SEEN, nginx_adapter._LONGEST_TEST):  # noqa: SLF001
+                  nginx_adapter._LONGEST_TEST):  # noqa: SLF001
         cache.clear()
 
 
@@ -465,38 +463,6 @@ def test_a_slow_load_that_passes_nginx_t_is_waited_for(monkeypatch: pytest.Monke
     engine = EngineNginx(loads=40, logs=False)
     assert DockerNginx(engine, "c" * 64).reload() == (True, "")  # type: ignore[arg-type]
     assert 1 <= engine.execs.count(["nginx", "-t"]) <= 4  # (asked less and less often)
-
-
-@pytest.mark.usefixtures("fresh_caches")
-def test_once_nginx_is_seen_logging_its_reloads_the_reload_is_the_test(conf_dir: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """nginx loads a configuration whole or not at all, and a refusal shows in its log at once: then
-    ``nginx -t`` before each reload is one full parse too many (0.08 s for one site, seconds for many)."""
-    monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
-    engine = EngineNginx(loads=1)
-    control = DockerNginx(engine, "d" * 64)  # type: ignore[arg-type]
-    assert not control.reload_tests()
-    apply(conf_dir, {G: conf("g")}, control)
-    assert engine.execs.count(["nginx", "-t"]) == 1 and control.reload_tests()  # (seen in that reload's log)
-    apply(conf_dir, {G: conf("g"), A: conf("a")}, control)
-    assert engine.execs.count(["nginx", "-t"]) == 1 and len(engine.kills) == 2
-    # A refusal now: tested in full, and the files nginx runs are put back.
-    monkeypatch.setattr(nginx_adapter, "RELOAD_LOG_AFTER", 0.0)
-    engine.refuse = 'unknown directive "BROKEN"'
-    with pytest.raises(NginxError, match="did not load the new configuration"):
-        apply(conf_dir, {G: conf("g"), A: conf("a"), C: conf("c")}, control)
-    assert engine.execs.count(["nginx", "-t"]) == 2 and sorted(owned_files(conf_dir)) == [G, A]
-
-
-@pytest.mark.usefixtures("fresh_caches")
-def test_an_nginx_logging_elsewhere_is_tested_before_every_reload(conf_dir: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nginx_adapter, "RELOAD_POLL", (0.0, 0.0))
-    engine = EngineNginx(loads=1, logs=False)
-    control = DockerNginx(engine, "e" * 64)  # type: ignore[arg-type]
-    apply(conf_dir, {G: conf("g")}, control)
-    apply(conf_dir, {G: conf("g"), A: conf("a")}, control)
-    assert engine.execs.count(["nginx", "-t"]) == 2 and not control.reload_tests()
 
 
 def test_the_cache_of_written_files_shares_the_rendered_text(conf_dir: Path) -> None:

@@ -127,6 +127,7 @@ class Docker:
         self._slow: Any = None
         self._slow_timeout = 0.0
         self._slow_lock = threading.Lock()
+        self._main_pids: dict[str, int] = {}  # container id -> its main process's host PID (see children)
 
     # -- reading ---------------------------------------------------------------
     def list_containers(self) -> list[ContainerInfo]:
@@ -366,13 +367,21 @@ class Docker:
         ``GET /containers/{id}/top`` (the engine lists them; nothing runs inside the container,
         which a ``docker exec`` would, at several times the cost)."""
         with _translated(f"listing the processes of container {container_id[:12]}", container=container_id):
-            main = int((self._client.api.inspect_container(container_id).get("State") or {}).get("Pid") or 0)
             listing = self._client.api.top(container_id)
-        titles = [str(t).upper() for t in listing.get("Titles") or []]
-        if not main or "PID" not in titles or "PPID" not in titles:
-            raise DockerUnavailable(f"container {container_id[:12]}: no process list from the engine")
-        pid, ppid = titles.index("PID"), titles.index("PPID")
-        return {int(row[pid]) for row in listing.get("Processes") or [] if int(row[ppid]) == main}
+            titles = [str(t).upper() for t in listing.get("Titles") or []]
+            if "PID" not in titles or "PPID" not in titles:
+                raise DockerUnavailable(f"container {container_id[:12]}: no process list from the engine")
+            pid, ppid = titles.index("PID"), titles.index("PPID")
+            rows = [(int(row[pid]), int(row[ppid])) for row in listing.get("Processes") or []]
+            # Its main process's host PID, asked once per container (and again after a restart):
+            # one call per look while a reload loads, not two.
+            main = self._main_pids.get(container_id, 0)
+            if not any(p == main for p, _ in rows):
+                main = int((self._client.api.inspect_container(container_id).get("State") or {}).get("Pid") or 0)
+                if not main:
+                    raise DockerUnavailable(f"container {container_id[:12]}: not running")
+                self._main_pids[container_id] = main
+        return {p for p, parent in rows if parent == main}
 
     def log_lines(self, container_id: str, since: float, tail: int = 1000) -> list[str]:
         """A container's standard-error lines logged since ``since`` (UNIX time, fractions count),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import docker.errors
 import pytest
 import requests.exceptions
@@ -69,3 +71,32 @@ def test_an_engine_error_quoting_a_command_line_loses_the_eab_key() -> None:
         with _translated("exec certbot-run certonly"):
             raise _api_error(docker.errors.APIError, "OCI runtime exec failed: certbot --eab-hmac-key k3y-value")
     assert "k3y-value" not in str(raised.value) and "--eab-hmac-key [redacted]" in str(raised.value)
+
+
+def test_the_process_listing_asks_for_the_main_pid_once_per_container_start() -> None:
+    """A reload is watched with a look every 20 ms at first: one API call per look, not two."""
+    from types import SimpleNamespace
+
+    from sidecar.adapters.docker_api import Docker
+
+    calls: list[str] = []
+    state = {"main": 500, "children": [501, 502]}
+
+    def top(container_id: str) -> dict[str, Any]:
+        calls.append("top")
+        rows = [["root", str(state["main"]), "400", "nginx: master"]]
+        rows += [["nginx", str(c), str(state["main"]), "nginx: worker"] for c in state["children"]]  # type: ignore[union-attr]
+        return {"Titles": ["UID", "PID", "PPID", "CMD"], "Processes": rows}
+
+    def inspect_container(container_id: str) -> dict[str, Any]:
+        calls.append("inspect")
+        return {"State": {"Pid": state["main"]}}
+
+    docker = Docker.__new__(Docker)
+    docker._client = SimpleNamespace(api=SimpleNamespace(top=top, inspect_container=inspect_container))  # noqa: SLF001
+    docker._main_pids = {}  # noqa: SLF001
+    assert docker.children("c" * 64) == {501, 502} and calls == ["top", "inspect"]
+    state["children"] = [503, 504]
+    assert docker.children("c" * 64) == {503, 504} and calls == ["top", "inspect", "top"]
+    state.update(main=900, children=[901])  # the container was restarted: a new main process
+    assert docker.children("c" * 64) == {901} and calls[-2:] == ["top", "inspect"]

@@ -160,6 +160,7 @@ class Reconciler:
                 try:
                     next_due = self.run_pass()
                     failures = 0
+                    self.world.sites_file.keep_parsed()
                     trim_heap()
                     if not cleaned:
                         startup.clean_certs(self.settings.certs_dir)

@@ -177,6 +177,14 @@ def test_oversized_file_raises_input_error() -> None:
 
 # -- the parsed file kept across restarts ------------------------------------------------
 
+_SOURCES: list = []  # type: ignore[type-arg]
+
+
+def _source(*args):  # type: ignore[no-untyped-def]
+    from sidecar.sources.sitesfile import SitesFileSource
+    _SOURCES.append(SitesFileSource(*args))
+    return _SOURCES[-1]
+
 
 def _big_file(tmp_path, n: int = 1200):  # type: ignore[no-untyped-def]
     path = tmp_path / "sites.yml"
@@ -189,6 +197,9 @@ def _big_file(tmp_path, n: int = 1200):  # type: ignore[no-untyped-def]
 
 def _saved() -> None:
     import threading
+    for source in _SOURCES:
+        source.keep_parsed()
+    _SOURCES.clear()
     for t in threading.enumerate():
         if t.name == "sites-file-cache":
             t.join()
@@ -203,51 +214,51 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_a_big_sites_file_is_parsed_once_across_restarts(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from sidecar.sources.sitesfile import PARSED, SitesFileSource
+    from sidecar.sources.sitesfile import PARSED
     path, state = _big_file(tmp_path), tmp_path / "state"
     state.mkdir()
     calls = _counting(monkeypatch)
-    first = SitesFileSource(path, state).read()
+    first = _source(path, state).read()
     _saved()
     assert calls == [1] and (state / PARSED).stat().st_mode & 0o777 == 0o600
-    again = SitesFileSource(path, state).read()  # a restart, the file unchanged
+    again = _source(path, state).read()  # a restart, the file unchanged
     assert calls == [1] and again == first and len(again[0]) == 1197 and len(again[1]) == 3
     # Changed: parsed again, and that is what the next start finds.
     path.write_text(path.read_text().replace("s1.example.com", "renamed.example.com"))
-    source = SitesFileSource(path, state)
+    source = _source(path, state)
     changed = source.read()
     _saved()
     assert calls == [1, 1] and changed[0][1].domains == ("renamed.example.com",)
-    assert SitesFileSource(path, state).read() == changed and calls == [1, 1]
+    assert _source(path, state).read() == changed and calls == [1, 1]
 
 
 def test_the_kept_parse_is_not_used_with_other_defaults_damaged_or_writable_by_others(  # type: ignore[no-untyped-def]
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sidecar.core import options
-    from sidecar.sources.sitesfile import PARSED, SitesFileSource
+    from sidecar.sources.sitesfile import PARSED
     path, state = _big_file(tmp_path), tmp_path / "state"
     state.mkdir()
     calls = _counting(monkeypatch)
-    SitesFileSource(path, state).read()
+    _source(path, state).read()
     _saved()
-    SitesFileSource(path, state, options.Defaults(dns_provider="rfc2136")).read()  # (another environment)
+    _source(path, state, options.Defaults(dns_provider="rfc2136")).read()  # (another environment)
     assert len(calls) == 2
     _saved()
-    SitesFileSource(path, state).read()
+    _source(path, state).read()
     _saved()
     n = len(calls)
     (state / PARSED).chmod(0o620)
-    assert SitesFileSource(path, state).read()[0] and len(calls) == n + 1
+    assert _source(path, state).read()[0] and len(calls) == n + 1
     _saved()
     blob = (state / PARSED).read_bytes()
     (state / PARSED).write_bytes(blob[: len(blob) // 2])  # cut short
-    assert len(SitesFileSource(path, state).read()[0]) == 1197 and len(calls) == n + 2
+    assert len(_source(path, state).read()[0]) == 1197 and len(calls) == n + 2
 
 
 def test_a_small_sites_file_keeps_no_parse(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from sidecar.sources.sitesfile import PARSED, SitesFileSource
+    from sidecar.sources.sitesfile import PARSED
     path, state = _big_file(tmp_path, n=10), tmp_path / "state"
     state.mkdir()
     (state / PARSED).write_bytes(b"left by a bigger file\n")
-    assert len(SitesFileSource(path, state).read()[0]) == 9  # (entry 8 has an unknown key)
+    assert len(_source(path, state).read()[0]) == 9  # (entry 8 has an unknown key)
     assert not (state / PARSED).exists()

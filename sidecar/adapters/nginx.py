@@ -34,6 +34,7 @@ RELOAD_POLL = (0.02, 0.5)  # seconds between looks for new workers after SIGHUP:
 RELOAD_LOG_AFTER = 0.1  # seconds after SIGHUP from which each look also reads nginx's log (a small
 # configuration loads sooner: its reload costs no log read)
 RELOAD_TEST_AFTER = 3.0  # seconds without new workers (or 3 longest `nginx -t`): has the load failed?
+# (asked only of an nginx whose log the engine cannot read)
 BULK_WRITE = 20  # more files than this changed at once: written together, one sync for all (write_many)
 _FILE_IN_ERROR = re.compile(r"in (\S+\.conf):(\d+)")
 _PROCESS = re.compile(r"^\d+#\d+: ")  # "1#1: " before the message in nginx's error log
@@ -380,10 +381,10 @@ class DockerNginx:
                 return True, ""
             # No new workers yet: still loading, or the load failed and the old configuration stays
             # (a file changed after `nginx -t`, or what only a reload checks, such as a shared zone
-            # declared differently than before). nginx says so in its error log; an unreadable log
-            # leaves `nginx -t` now and then, then the timeout.
+            # declared differently than before). nginx says so in its error log. Only where that
+            # cannot be read, `nginx -t` now and then (it takes the CPU the loading master needs).
             refused = self._load_errors(since) if elapsed >= RELOAD_LOG_AFTER else ""
-            if not refused and time.monotonic() - started >= test_at:
+            if not refused and self.container_id in _NO_LOGS and time.monotonic() - started >= test_at:
                 ok, output = self.test()
                 refused = "" if ok else output
                 test_at = 2 * (time.monotonic() - started)

@@ -20,6 +20,7 @@ import pstats
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     profiled("pass after one site was added", r.run_pass, args.top)
     print(f"nginx execs: {docker.execs}")
     nginx_adapter._OWNED_CACHE.clear()  # noqa: SLF001 - a new process starts without it
+    r.world.sites_file.keep_parsed()  # (as the loop does after a pass; a restart finds it)
+    for t in threading.enumerate():
+        if t.name == "sites-file-cache":
+            t.join()
     restarted = Reconciler(s, docker)  # type: ignore[arg-type]
     restarted.issuer.runner = r.issuer.runner
     profiled("restart: first pass (all in place)", restarted.run_pass, args.top)

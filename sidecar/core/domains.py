@@ -25,6 +25,14 @@ def looks_numeric(host: str) -> bool:
     return ":" in host or host.replace(".", "").isdigit()
 
 
+def as_ip_address(text: str) -> str | None:
+    """``text`` as an IP address in its normal form, or None when it is not one."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def wildcard_error(name: str) -> str:
     """Why a wildcard name is refused for a site validated over HTTP-01 (one line)."""
     return f"wildcard {name!r} cannot be validated over HTTP-01"
@@ -58,13 +66,8 @@ def normalize_domain(raw: str, wildcard: bool = False) -> str:
             return "*." + normalize_domain(rest)
         except DomainError as exc:
             raise DomainError(f"{name!r}: {exc}") from None
-    if looks_numeric(name):
-        try:
-            ipaddress.ip_address(name.strip("[]"))
-        except ValueError:
-            pass
-        else:
-            raise DomainError(f"{name!r} is an IP address, not a domain name")
+    if looks_numeric(name) and as_ip_address(name.strip("[]")) is not None:
+        raise DomainError(f"{name!r} is an IP address, not a domain name")
     if not name.isascii() or "xn--" in name.lower():
         try:
             name = idna.encode(name, uts46=True).decode("ascii")

@@ -28,17 +28,17 @@ class Environment:
     runner: runner.Runner
 
 
-def clean_certs(certs_dir: Path) -> threading.Thread:
+def _report_cleaned(leftovers: list[str]) -> None:
+    for leftover in leftovers:
+        log.warning("cleaned up after an interrupted run: removed %s", leftover)
+
+
+def clean_certs(certs_dir: Path) -> None:
     """A killed run's temporary files in the certificates' volume, removed in the background once
     the first pass is done: nothing reads them, and walking ten thousand lineages (most of a
     second) would delay the first plan, before it or alongside it."""
-    def clean() -> None:
-        for leftover in files.remove_temp_files([certs_dir]):
-            log.warning("cleaned up after an interrupted run: removed %s", leftover)
-
-    thread = threading.Thread(target=clean, name="clean-up", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=lambda: _report_cleaned(files.remove_temp_files([certs_dir])), name="clean-up",
+                     daemon=True).start()
 
 
 def prepare(settings: Settings, docker: Docker) -> Environment:
@@ -62,8 +62,7 @@ def prepare(settings: Settings, docker: Docker) -> Environment:
     removed = docker.remove_labelled(f"{OWNER_LABEL}={owner}")
     if removed:
         log.info("removed %d leftover certbot container(s) from an earlier run", removed)
-    for leftover in [*lineage.recover(s.certs_dir), *files.remove_temp_files([s.conf_dir, s.state_dir])]:
-        log.warning("cleaned up after an interrupted run: removed %s", leftover)
+    _report_cleaned([*lineage.recover(s.certs_dir), *files.remove_temp_files([s.conf_dir, s.state_dir])])
     # (the certificates' volume is searched after the first pass: see clean_certs)
     for probe in challenges.glob("sidecar-probe-*"):
         probe.unlink(missing_ok=True)

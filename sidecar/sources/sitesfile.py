@@ -25,7 +25,6 @@ last good version.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import re
 import threading
@@ -36,7 +35,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from sidecar.core import options
-from sidecar.core.domains import DomainError, looks_numeric, normalize_domains, parse_domain_list
+from sidecar.core.domains import DomainError, as_ip_address, looks_numeric, normalize_domains, parse_domain_list
 from sidecar.core.errors import InputError
 from sidecar.core.model import Problem, Site, SourceKind, Upstream
 from sidecar.state import memo
@@ -67,13 +66,11 @@ def parse_upstream(raw: object) -> Upstream:
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"{text[:80]!r}: only scheme, host and port are allowed (no path, query or credentials)")
     host = parts.hostname or ""
-    try:
-        if not looks_numeric(host):
-            raise ValueError(host)
-        host = str(ipaddress.ip_address(host))
-    except ValueError:
-        if not _HOST.fullmatch(host):
-            raise ValueError(f"{text[:80]!r}: host {host[:80]!r} is not a host name or IP address") from None
+    address = as_ip_address(host) if looks_numeric(host) else None
+    if address is not None:
+        host = address
+    elif not _HOST.fullmatch(host):
+        raise ValueError(f"{text[:80]!r}: host {host[:80]!r} is not a host name or IP address")
     if port is None:
         port = 443 if parts.scheme == "https" else 80
     elif port == 0:

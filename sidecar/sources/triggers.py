@@ -191,13 +191,13 @@ class _Handler(FileSystemEventHandler):
             return
         if self.skip_dir_modified and event.is_directory and event.event_type == "modified":
             return  # a directory on every write in it, ours too: the files' own events say what changed
-        src, dest = str(event.src_path), str(getattr(event, "dest_path", "") or "")
-        if self.wanted(src) or (dest and self.wanted(dest)):
+        dest = str(getattr(event, "dest_path", "") or "")
+        src_wanted, dest_wanted = self.wanted(str(event.src_path)), bool(dest) and self.wanted(dest)
+        if src_wanted or dest_wanted:
             # Whole: renamed into place, or closed by its writer. Not so: written in place, or
             # renamed away (an editor's backup: the new file may follow within milliseconds).
-            whole = (event.event_type == "moved" and bool(dest) and self.wanted(dest)) or \
-                (event.event_type == "closed" and self.wanted(src))
-            self.poke(self.reason, whole)
+            self.poke(self.reason, (event.event_type == "moved" and dest_wanted)
+                      or (event.event_type == "closed" and src_wanted))
 
 
 def watch_files(settings: Settings, poke: Callable[[str, bool], None]) -> list[BaseObserver]:

@@ -20,7 +20,7 @@ from sidecar.core import nginxconf
 from sidecar.core.errors import DockerUnavailable, NginxError
 from sidecar.core.names import OWNED_PREFIX, site_filename
 from sidecar.adapters.docker_api import Docker
-from sidecar.core.render import GLOBAL_FILE, NginxTraits, traits_from
+from sidecar.core.render import GLOBAL_FILE, POOL_NAME, POOLS_FILE, SHARED_FILES, NginxTraits, pool_blocks, traits_from
 from sidecar.state.files import atomic_write, write_many
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def _share(conf_dir: Path, contents: Mapping[str, str]) -> None:
             _OWNED_CACHE[path] = (cached[0], text)
 
 
-def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool]:
-    """The owned file ``nginx -t`` blames, and whether through a snippet that file includes.
+def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool, int]:
+    """The owned file ``nginx -t`` blames, whether through a snippet that file includes, and the line.
 
     An error in ``<SNIPPETS_DIR>/<site>/x.conf`` is that site's: its file is held back
     (even when unchanged: the snippet would break every later reload for all sites).
@@ -134,11 +134,19 @@ def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool]:
     for m in _FILE_IN_ERROR.finditer(output):
         path = Path(m.group(1))
         if path.name.startswith(OWNED_PREFIX):
-            return path.name, False
+            return path.name, False, int(m.group(2))
         owner = site_filename(path.parent.name)
         if f"include {path.parent}/*.conf;" in target.get(owner, ""):
-            return owner, True
-    return None, False
+            return owner, True, int(m.group(2))
+    return None, False, 0
+
+
+def _pool_at(pools_text: str, line: int) -> str | None:
+    """The pool whose ``upstream`` block holds ``line`` of the pools file."""
+    for name, (first, last, _) in pool_blocks(pools_text).items():
+        if first <= line <= last:
+            return name
+    return None
 
 
 def first_error_line(output: str) -> str:
@@ -217,27 +225,44 @@ def apply(
     except OSError as exc:  # disk full, read-only volume: nothing half-written stays
         raise restore("cannot write the nginx config", str(exc)) from exc
 
+    bad_pools: set[str] = set()  # pools nginx refused (a host name that no longer resolves)
+
+    def hold_back(culprit: str, reason: str, via_snippet: bool) -> None:
+        """Hold back this one site's file: its previous version if this pass changed it (with the
+        pools it proxies to), else leave it out altogether (an unchanged file that fails now, e.g. an
+        upstream name that no longer resolves, must not block every other site's updates)."""
+        result.rejected[culprit] = reason
+        if on_reject is not None:
+            on_reject(culprit, reason)
+        previous = before.get(culprit)
+        if (previous is not None and previous != target.get(culprit) and not via_snippet
+                and not set(POOL_NAME.findall(previous)) & bad_pools):
+            target[culprit] = previous
+            _add_pools(target, before, previous)
+        else:
+            target.pop(culprit, None)
+
     def full_test() -> None:
-        """``nginx -t`` of the whole configuration; a site file it blames is held back."""
+        """``nginx -t`` of the whole configuration; a site file it blames is held back (for a pool
+        it blames, every site file that proxies to that pool)."""
         for _ in range(max_isolations + 1):
             ok, output = control.test()
             if ok:
                 return
-            culprit, via_snippet = _culprit(output, target)
+            culprit, via_snippet, line = _culprit(output, target)
             reason = first_error_line(output)
-            if culprit is None or culprit == GLOBAL_FILE:
+            pool = _pool_at(target.get(POOLS_FILE, ""), line) if culprit == POOLS_FILE else None
+            if pool is not None:
+                bad_pools.add(pool)
+                blocks = pool_blocks(target[POOLS_FILE])
+                target[POOLS_FILE] = target[POOLS_FILE].replace(blocks[pool][2], "")
+                for name in [n for n, text in target.items() if n not in SHARED_FILES and pool in text]:
+                    hold_back(name, reason, False)
+            elif culprit is None or culprit in SHARED_FILES:
                 # Not one site's file: put everything back as it was.
                 raise restore("nginx -t failed", reason, output)
-            # Hold back this one site's file: its previous version if this pass changed it,
-            # else leave it out altogether (an unchanged file that fails now, e.g. an upstream
-            # name that no longer resolves, must not block every other site's updates).
-            result.rejected[culprit] = reason
-            if on_reject is not None:
-                on_reject(culprit, reason)
-            if culprit in before and before[culprit] != target.get(culprit) and not via_snippet:
-                target[culprit] = before[culprit]
             else:
-                target.pop(culprit, None)
+                hold_back(culprit, reason, via_snippet)
             try:
                 put(target)
             except OSError as exc:
@@ -278,11 +303,20 @@ def apply(
     return result
 
 
-def partial_config(conf_dir: Path, names: list[str]) -> str:
-    """An nginx.conf of the sidecar's global file and ``names`` alone, for ``nginx -t -c``."""
+def _add_pools(target: dict[str, str], before: Mapping[str, str], text: str) -> None:
+    """Put back into the target's pools file the blocks ``text`` proxies to that it lacks (from before)."""
+    have = pool_blocks(target.get(POOLS_FILE, ""))
+    old = pool_blocks(before.get(POOLS_FILE, ""))
+    missing = [old[n][2] for n in sorted(set(POOL_NAME.findall(text))) if n not in have and n in old]
+    if missing:
+        target[POOLS_FILE] = target.get(POOLS_FILE, "") + "\n" + "\n".join(missing)
+
+
+def partial_config(conf_dir: Path, names: list[str], pools: str = "") -> str:
+    """An nginx.conf of the sidecar's global file, ``names`` and the ``pools`` blocks alone, for ``nginx -t -c``."""
     includes = "".join(f"    include {conf_dir / n};\n" for n in [GLOBAL_FILE, *names])
     return ("# nginx-acme-sidecar: changed site files tested on their own (nginx -t -c); never loaded\n"
-            "events {}\nhttp {\n" + includes + "}\n")
+            "events {}\nhttp {\n" + includes + pools + "}\n")
 
 
 def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str, str], control: NginxControl) -> bool:
@@ -290,20 +324,27 @@ def _partial_test(conf_dir: Path, before: Mapping[str, str], target: Mapping[str
 
     Only for a large configuration (a full test parses every file and loads every certificate:
     2.5 s at ten thousand sites) and a few changed files (the global file, which names every
-    site's names for port 80, changes with every site added or removed, and is in it anyway). What
-    this cannot see (a clash with another file, an http-level setting the file relies on) makes
-    the reload fail instead, which ``apply`` then handles with a full test. False: test it all."""
+    site's names for port 80, changes with every site added or removed, and is in it anyway).
+    Of the pools file, only the blocks the changed site files proxy to and the blocks that are
+    new or changed go in. What this cannot see (a clash with another file, an http-level setting
+    the file relies on) makes the reload fail instead, which ``apply`` then handles with a full
+    test. False: test it all."""
     test_config = getattr(control, "test_config", None)
     changed = [n for n, text in target.items() if before.get(n) != text]
     if (test_config is None or len(before) < PARTIAL_TEST_MIN or len(changed) > PARTIAL_TEST_MAX
-            or GLOBAL_FILE not in before):
+            or GLOBAL_FILE not in before or (POOLS_FILE in target and POOLS_FILE not in before)):
         return False
-    if not changed:
+    sites = [n for n in changed if n != POOLS_FILE]
+    new, old = pool_blocks(target.get(POOLS_FILE, "")), pool_blocks(before.get(POOLS_FILE, ""))
+    needed = {p for n in sites for p in POOL_NAME.findall(target[n])}
+    needed |= {p for p, block in new.items() if p not in old or old[p][2] != block[2]}
+    pools = "".join(new[p][2] for p in sorted(needed) if p in new)
+    if not sites and not pools:
         return True  # only removals: nothing new for nginx to parse
     path = conf_dir / nginxconf.SNIPPETS_DIRNAME / PARTIAL_TEST_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, partial_config(conf_dir, changed))
+        atomic_write(path, partial_config(conf_dir, sites, pools))
     except OSError:
         return False
     ok, output = test_config(str(path))

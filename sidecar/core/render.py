@@ -5,6 +5,11 @@ The sidecar owns only files named ``sidecar-*.conf`` in the shared conf.d volume
 - ``sidecar-00-global.conf``   shared TLS session cache, the port-80 listener that
   serves ACME challenges and redirects everything else to HTTPS (308), and a
   catch-all HTTPS server that refuses unknown names.
+- ``sidecar-00-upstreams.conf`` the ``upstream`` blocks ("pools"): one per set of servers,
+  shared by every site that proxies to the same servers over plain HTTP (an HTTPS
+  upstream gets a pool per site: its kept-alive connections carry that site's SNI).
+  nginx sets up each ``upstream`` block much as it does a server and resolves its host
+  names at every load: one block per site tripled the load at ten thousand sites.
 - ``sidecar-site-NAME.conf``   one per site, written only once the site's
   certificate exists, so nginx is never pointed at a missing file. Its header
   comment says where every setting came from (label, sites file entry, default).
@@ -38,6 +43,7 @@ the shipped ones; the shipped ones stay reachable as ``shipped/site.conf.j2`` (t
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -53,6 +59,12 @@ from sidecar.core.names import site_filename
 from sidecar.core.options import redirect_pairs
 
 GLOBAL_FILE = "sidecar-00-global.conf"
+POOLS_FILE = "sidecar-00-upstreams.conf"
+SHARED_FILES = frozenset({GLOBAL_FILE, POOLS_FILE})  # owned files that are no one site's
+POOL_PREFIX = "sidecar_pool_"
+POOL_NAME = re.compile(rf"\b{POOL_PREFIX}[0-9a-f]{{12}}\b")
+_POOL_BLOCK = re.compile(rf"^upstream ({POOL_PREFIX}[0-9a-f]{{12}}) {{\n.*?^}}\n", re.M | re.S)
+POOL_KEEPALIVE = 16  # idle connections each nginx worker keeps open per pool
 TEMPLATE_NAMES = ("site.conf.j2", "global.conf.j2")
 
 MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
@@ -193,6 +205,42 @@ def upstream_name(site_name: str) -> str:
     return "sidecar_" + re.sub(r"[^a-z0-9-]", "_", site_name)
 
 
+def pool_key(site: Site) -> tuple[object, ...]:
+    """What decides a site's pool: its scheme and servers (in any order); an HTTPS upstream's
+    pool is the site's own, so a kept-alive connection never carries another site's SNI."""
+    servers = tuple(sorted({(u.host, u.port) for u in site.upstreams}))
+    return (site.upstream_scheme, servers, site.name if site.upstream_scheme == "https" else "")
+
+
+def pool_name(site: Site) -> str:
+    """The shared ``upstream`` block ``site`` proxies to (a valid nginx identifier)."""
+    return POOL_PREFIX + hashlib.sha256(repr(pool_key(site)).encode()).hexdigest()[:12]
+
+
+def render_pools(sites: list[Site] | tuple[Site, ...]) -> str:
+    """``POOLS_FILE``: one ``upstream`` block per pool ``sites`` use, sorted by name (stable text)."""
+    pools: dict[str, Site] = {}
+    for site in sites:
+        pools.setdefault(pool_name(site), site)
+    out = [f"# Managed by nginx-acme-sidecar {__version__}: rewritten on every change, do not edit.\n"
+           "# The upstream blocks of the generated sites: one per set of servers, shared by the sites\n"
+           "# that proxy to them (an HTTPS upstream: one per site).\n"]
+    for name in sorted(pools):
+        servers = sorted({(u.host, u.port) for u in pools[name].upstreams})
+        lines = "".join(f"    server {h if ':' not in h else '[' + h + ']'}:{p};\n" for h, p in servers)
+        out.append(f"upstream {name} {{\n{lines}    keepalive {POOL_KEEPALIVE};\n}}\n")
+    return "\n".join(out)
+
+
+def pool_blocks(text: str) -> dict[str, tuple[int, int, str]]:
+    """The blocks of a ``POOLS_FILE`` text: name -> (first line, last line, block text), lines from 1."""
+    found: dict[str, tuple[int, int, str]] = {}
+    for m in _POOL_BLOCK.finditer(text):
+        first = text.count("\n", 0, m.start()) + 1
+        found[m.group(1)] = (first, first + m.group(0).count("\n") - 1, m.group(0))
+    return found
+
+
 def server_name(domain: str) -> str:
     """nginx's ``server_name`` for one certificate name. A wildcard becomes a regular expression that
     matches one label, as the certificate does: nginx's own ``*.example.com`` would also take
@@ -327,6 +375,7 @@ def render_site(
         snippets=snippets,
         provenance=_provenance(site, profile, listener, redirects, snippets, templates_dir, traits, http3),
         upstream_name=upstream_name(site.name),
+        pool=pool_name(site),
         # The UDP port clients reach, for Alt-Svc; 0: no HTTP/3 for this site.
         http3_port=http3.port if traits.http3 and http3.wanted(site) else 0,
     )
@@ -366,6 +415,8 @@ def render_all(
     quic = any(http3.wanted(s) for s, _ in live)
     files = {GLOBAL_FILE: render_global(webroot, traits, templates_dir, listener, user_defaults, names, quic,
                                         challenge_proxy)}
+    if live:
+        files[POOLS_FILE] = render_pools([s for s, _ in live])
     templates = _signature(templates_dir)
     kept: RenderCache = {}
     for site, cert in live:

@@ -176,7 +176,7 @@ class Publisher:
         else:
             result.reloaded = outside_reload = self._reload_for_outside_changes(control, fingerprint,
                                                                                 snap.nginx.id, owned)
-        self._went_live(snap, {n for n in owned if n != render.GLOBAL_FILE})
+        self._went_live(snap, {n for n in owned if n not in render.SHARED_FILES})
         if result.reloaded and not outside_reload:  # (that one said why already)
             log.info("nginx reloaded (%d file%s written, %d removed)", len(result.written),
                      "" if len(result.written) == 1 else "s", len(result.removed))

@@ -105,6 +105,35 @@ def test_site_from_the_yaml_file_and_malformed_edits_keep_the_last_good_version(
     assert stack.https("static.demo.test").status == 200
 
 
+def test_sites_on_a_backend_that_does_not_resolve_are_held_back_and_no_other(stack: Stack) -> None:
+    """Sites on the same servers share one upstream block (sidecar-00-upstreams.conf). nginx -t
+    refusing that block (its host does not resolve) holds back the sites that proxy to it, not
+    every site: the others keep being updated."""
+    good = ("sites:\n"
+            "  - domains: [static.demo.test]\n    upstream: http://app-b:5678\n"
+            "  - domains: [yaml.demo.test]\n    upstream: http://app-a:5678\n")
+    gone = ("gone1.demo.test", "gone2.demo.test")
+    since = stack.cursor()
+    stack.write_sites(good + "".join(f"  - domains: [{d}]\n    upstream: http://no-such-backend:5678\n" for d in gone)
+                      + "  - domains: [pool.demo.test]\n    upstream: http://app-a:5678\n")
+    for d in gone:
+        rejected = stack.wait_event(Kind.NGINX_REJECTED, d, since, timeout=90)
+        assert rejected.details["file"] == f"sidecar-site-{d}.conf", rejected
+        assert 'host not found in upstream "no-such-backend:5678"' in rejected.details["error"], rejected
+    # the site added in the same change, on a shared block of its own, went live beside them
+    r = wait_for("https://pool.demo.test", lambda: stack.https("pool.demo.test"), timeout=60)
+    assert r.body.strip() == "hello from app-a"
+    rows = stack.wait_pass(rejected.at)["rows"]
+    assert not any(rows[d]["live"] for d in gone) and rows["pool.demo.test"]["live"]
+    for d in gone:
+        with pytest.raises(ssl.SSLError):  # no vhost: the catch-all refuses the name
+            stack.https(d)
+    assert stack.https("static.demo.test").status == 200 and stack.https("yaml.demo.test").status == 200
+    stack.write_sites(good)
+    wait_for("the extra sites gone", lambda: not {"pool.demo.test", *gone} & stack.status()["rows"].keys(), timeout=60)
+    assert stack.https("yaml.demo.test").status == 200
+
+
 def test_bad_label_is_reported_in_one_line_and_other_sites_keep_working(stack: Stack) -> None:
     since = stack.cursor()
     stack.run_app("bad", {"acme.domains": "under_score!.demo.test", "acme.port": "5678"}, "bad")

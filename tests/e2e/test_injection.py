@@ -213,16 +213,20 @@ def render_and_test(box: NginxBox, site: Site) -> tuple[str, list[Any]] | None:
     certs = {site.name: cert, companion.name: replace(cert, name=companion.name, names=frozenset(companion.domains))}
     files = render.render_all([site, companion], certs, "/var/www/acme", box.traits, profile="intermediate",
                               snippets_dir=SNIPPETS)
-    assert set(files) == {render.GLOBAL_FILE, render.site_filename(site.name), render.site_filename(companion.name)}
+    assert set(files) == {render.GLOBAL_FILE, render.POOLS_FILE, render.site_filename(site.name),
+                          render.site_filename(companion.name)}
     code, out = box.nginx_t(files)
     host = site.upstreams[0].host
     if code != 0 and host.lower() not in RESOLVABLE and ":" not in host and not host.replace(".", "").isdigit():
+        # (the upstream blocks are in the pools file: the sidecar holds back the sites that use that block)
         assert re.search(rf'\[emerg\].* host not found in upstream "{re.escape(host)}:{site.upstreams[0].port}" '
-                         rf"in {MOUNT}/case/{re.escape(render.site_filename(site.name))}:", out), out
+                         rf"in {MOUNT}/case/{re.escape(render.POOLS_FILE)}:", out), out
         return None
     assert code == 0, f"nginx -t failed for {site!r}:\n{out}\n{files[render.site_filename(site.name)]}"
     assert "[warn]" not in out, out
-    text = files[render.site_filename(site.name)]
+    # The site's server block(s), and the one upstream block of the pools file it proxies to.
+    block = render.pool_blocks(files[render.POOLS_FILE])[render.pool_name(site)][2]
+    text = files[render.site_filename(site.name)] + block
     return text, parse_conf(text)
 
 

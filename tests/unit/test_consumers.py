@@ -22,7 +22,7 @@ from sidecar.core.consumers import Consumer, Delivery, Signal, parse_signal
 from sidecar.core.errors import DockerUnavailable
 from sidecar.core.events import Event, Kind
 from sidecar.core.model import ContainerInfo, DesiredState, Problem, SourceKind
-from sidecar.core.render import GLOBAL_FILE, NginxTraits, render_all
+from sidecar.core.render import GLOBAL_FILE, POOLS_FILE, NginxTraits, render_all
 from sidecar.core.settings import Settings
 from sidecar.engine.hooks import Hooks
 from sidecar.engine.loop import Reconciler
@@ -162,7 +162,7 @@ def test_consumer_sites_get_no_vhost_but_their_names_get_challenges() -> None:
     own = replace(site("mail.example.com"), upstreams=(), source_kind=SourceKind.CONSUMER)
     certs = {"a.example.com": cert("a.example.com"), "mail.example.com": cert("mail.example.com")}
     files = render_all([web, own], certs, "/var/www/acme", NginxTraits(), user_defaults=frozenset({80}))
-    assert set(files) == {GLOBAL_FILE, "sidecar-site-a.example.com.conf"}
+    assert set(files) == {GLOBAL_FILE, POOLS_FILE, "sidecar-site-a.example.com.conf"}
     # (a hand-written default server on port 80: the catch-all answers the sidecar's names by name)
     assert "server_name a.example.com mail.example.com;" in files[GLOBAL_FILE]
 

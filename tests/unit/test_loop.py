@@ -218,8 +218,8 @@ def test_sites_from_the_file_and_labels_are_one_desired_state(tmp_path: Path) ->
     r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")], sites_file=sites)
     r.run_pass()
     assert sorted(certbot.runs) == ["a.example.com", "f.example.com"]
-    assert re.search(r"server 10\.0\.0\.5:8080;",
-                     (r.settings.conf_dir / "sidecar-site-f.example.com.conf").read_text())
+    assert "proxied to http://10.0.0.5:8080 " in (r.settings.conf_dir / "sidecar-site-f.example.com.conf").read_text()
+    assert re.search(r"server 10\.0\.0\.5:8080;", (r.settings.conf_dir / "sidecar-00-upstreams.conf").read_text())
     sites.write_text("sites: [\n")  # broken: the last good version keeps serving, and the problem says so
     r.run_pass()
     assert Kind.SITE_REMOVED not in seen.kinds() and (r.settings.conf_dir / "sidecar-site-f.example.com.conf").exists()

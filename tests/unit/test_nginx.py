@@ -11,7 +11,9 @@ from sidecar.adapters.docker_api import ExecResult
 from sidecar.core.errors import DockerUnavailable, NginxError
 from sidecar.adapters.nginx import DockerNginx, apply, first_error_line, owned_files
 from sidecar.state.files import atomic_write
-from sidecar.core.render import GLOBAL_FILE
+from sidecar.core.render import GLOBAL_FILE, POOLS_FILE, pool_blocks, pool_name, render_pools
+
+from .builders import site
 
 G = GLOBAL_FILE
 A = "sidecar-site-a.example.com.conf"
@@ -483,3 +485,29 @@ def test_the_cache_of_written_files_shares_the_rendered_text(conf_dir: Path) -> 
     again = {name: "".join(list(text)) for name, text in wanted.items()}  # equal, other objects
     apply(conf_dir, again, FakeNginx(conf_dir))
     assert all(owned_files(conf_dir)[name] is again[name] for name in again)
+
+
+def _pooled(*specs: tuple[str, str, str]) -> dict[str, str]:
+    """(site name, upstream host, body) -> the global file, the pools file and the site files as render_all writes them."""
+    sites = {n: site(n, upstream=("http", host, 80)) for n, host, _ in specs}
+    out = {G: conf("g"), POOLS_FILE: render_pools(list(sites.values()))}
+    for n, _, body in specs:
+        out[f"sidecar-site-{n}.conf"] = conf(f"proxy_pass http://{pool_name(sites[n])}; {body}")
+    return out
+
+
+def test_a_pool_nginx_refuses_holds_back_the_sites_that_use_it_and_no_other(conf_dir: Path) -> None:
+    # e.g. the one backend host of two sites no longer resolves ("host not found in upstream")
+    _set_up(conf_dir, _pooled(("a.example.com", "app", ""), ("c.example.com", "other", "")))
+    wanted = _pooled(("a.example.com", "BROKEN", ""), ("b.example.com", "BROKEN", ""), ("c.example.com", "other", "c2"))
+    fake = FakeNginx(conf_dir)
+    rejected: list[str] = []
+    result = apply(conf_dir, wanted, fake, on_reject=lambda f, r: rejected.append(f))
+    assert sorted(rejected) == [A, B] and "in /etc/nginx/conf.d/" + POOLS_FILE in result.rejected[A]
+    now = owned_files(conf_dir)
+    assert "BROKEN" not in now[POOLS_FILE] and now[C] == wanted[C]  # the other site went ahead
+    assert B not in now
+    # a's previous version is back, with the pool it proxies to
+    before = _pooled(("a.example.com", "app", ""))
+    assert now[A] == before[A] and pool_blocks(before[POOLS_FILE]).keys() <= pool_blocks(now[POOLS_FILE]).keys()
+    assert len(fake.reloads) == 1

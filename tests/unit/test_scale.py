@@ -3,8 +3,10 @@ saying when the last certificate can be requested under the CA's limits."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +185,29 @@ def test_with_sites_scope_project_other_projects_labelled_containers_wake_nothin
     assert not relevant_event(event("theirs"), scoped, frozenset(), "mine")
     assert relevant_event(event("theirs", "known"), scoped, frozenset({"known"}), "mine")  # (one of its sites)
     assert relevant_event(event("theirs"), everywhere, frozenset(), "mine")
+
+
+def test_a_partial_test_holds_only_the_pools_the_changed_files_need(tmp_path: Path) -> None:
+    from .builders import cert, site
+    sites = [site(f"s{i}.test", upstream=("http", f"app{i % 5}", 80)) for i in range(nginx.PARTIAL_TEST_MIN)]
+
+    certs: dict[str, Any] = {}
+
+    def files(ss: list[Any]) -> dict[str, str]:
+        certs.update({s.name: cert(s.name) for s in ss if s.name not in certs})
+        return render.render_all(ss, certs, "/var/www/acme", render.NginxTraits())
+
+    nginx.apply(tmp_path, files(sites), Control())
+    config = tmp_path / "sidecar-include" / nginx.PARTIAL_TEST_FILE
+    same = site("same.test", upstream=("http", "app3", 80))  # a pool that exists: only its block is in the test
+    control = Control()
+    nginx.apply(tmp_path, files([*sites, same]), control, partial_test=True)
+    assert control.calls == ["test_config", "reload"]
+    blocks = re.findall(r"upstream (\S+) \{", config.read_text())
+    assert blocks == [render.pool_name(same)] and "include" in config.read_text()
+    new = site("new.test", upstream=("http", "fresh", 8080))  # a new pool: its block, not the others
+    control = Control()
+    nginx.apply(tmp_path, files([*sites, same, new]), control, partial_test=True)
+    assert control.calls == ["test_config", "reload"]
+    assert re.findall(r"upstream (\S+) \{", config.read_text()) == [render.pool_name(new)]
+    assert "server fresh:8080;" in config.read_text() and f"sidecar-site-{new.name}.conf" in config.read_text()

@@ -262,3 +262,81 @@ def test_a_small_sites_file_keeps_no_parse(tmp_path) -> None:  # type: ignore[no
     (state / PARSED).write_bytes(b"left by a bigger file\n")
     assert len(_source(path, state).read()[0]) == 9  # (entry 8 has an unknown key)
     assert not (state / PARSED).exists()
+
+
+PER_ENTRY_TEXTS = [
+    "sites:\n  - {domains: a.example.com, upstream: 'http://a'}\n  - {domains: b.example.com, upstream: 'http://b:81'}\n",
+    "# my sites\nsites:   # all of them\n- domains: [a.example.com, www.a.example.com]\n  upstream: http://a\n"
+    "  # a comment inside\n  tls: modern\n\n- domains: b.example.com\n  upstream: http://b\n  headers:\n    X-A: \"1\"\n",
+    "sites:\n  - {domains: a.example.com, upstream: 'http://a', bogus: 1}\n  - [x]\n  - {domains: [], upstream: 'http://c'}\n"
+    "  - {domains: d.example.com, upstream: 'http://d/path'}\n  - {domains: e.example.com, upstream: 'https://e'}\n",
+    "sites:\n",
+]
+
+
+@pytest.mark.parametrize("text", PER_ENTRY_TEXTS, ids=["flow", "block-comments", "problems", "no-entries"])
+def test_the_per_entry_parse_gives_what_the_whole_file_gives(text: str) -> None:
+    from sidecar.sources.sitesfile import _entry_chunks
+    assert _entry_chunks(text) is not None  # (the per-entry path is the one tested)
+    cache: dict = {}  # type: ignore[type-arg]
+    assert parse_sites_file(text, PATH, cache=cache) == parse_sites_file(text, PATH)
+    assert parse_sites_file(text, PATH, cache=cache) == parse_sites_file(text, PATH)  # (from the cache)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sites:\n  - &one {domains: a.example.com, upstream: 'http://a'}\n  - *one\n",
+        "sites:\n  - {domains: a.example.com, upstream: !!str 'http://a'}\n",
+        "sites: [{domains: a.example.com, upstream: 'http://a'}]\n",
+        "sites:\n  - domains: a.example.com\n    upstream: http://a\nextra: 1\n",
+        "---\nsites:\n  - {domains: a.example.com, upstream: 'http://a'}\n",
+        "sites:\n  - domains: a.example.com\n  upstream: http://a\n",
+        "sites:\n  - domains: [a.example.com\n    upstream: http://a\n",
+    ],
+    ids=["anchor-alias", "tag", "flow-list", "extra-key", "document-marker", "bad-indent", "unclosed"],
+)
+def test_anything_but_a_plain_list_of_entries_is_parsed_whole(text: str) -> None:
+    """Entries tied to each other, or a layout the split does not know, give the whole file's
+    result: the same sites, or the same error with its line."""
+    def outcome(**kw: object) -> object:
+        try:
+            return parse_sites_file(text, PATH, **kw)  # type: ignore[arg-type]
+        except InputError as exc:
+            return str(exc)
+    assert outcome(cache={}) == outcome()
+
+
+def test_one_added_or_changed_entry_is_the_only_one_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.sources import sitesfile
+    text = "sites:\n" + "".join(f"  - {{domains: s{i}.example.com, upstream: 'http://app:80'}}\n" for i in range(200))
+    cache: sitesfile.EntryCache = {}
+    first = parse_sites_file(text, PATH, cache=cache)
+    parsed: list[int] = []
+    real = sitesfile._parse_entry
+    monkeypatch.setattr(sitesfile, "_parse_entry", lambda i, *a: parsed.append(i) or real(i, *a))
+    added = text + "  - {domains: new.example.com, upstream: 'http://other:80'}\n"
+    sites, problems = parse_sites_file(added, PATH, cache=cache)
+    assert parsed == [201] and sites[:200] == first[0] and sites[200].name == "new.example.com" and not problems
+    changed = added.replace("s7.example.com", "seven.example.com")
+    assert parse_sites_file(changed, PATH, cache=cache)[0][7].name == "seven.example.com" and parsed == [201, 8]
+    assert len(cache) == 201  # (only the file's current entries)
+    removed = changed.replace("  - {domains: s0.example.com, upstream: 'http://app:80'}\n", "")
+    assert parse_sites_file(removed, PATH, cache=cache) == parse_sites_file(removed, PATH)  # places moved: all again
+
+
+def test_after_a_restart_from_the_kept_parse_one_changed_entry_is_the_only_one_parsed(  # type: ignore[no-untyped-def]
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.sources import sitesfile
+    path, state = _big_file(tmp_path), tmp_path / "state"
+    state.mkdir()
+    _source(path, state).read()
+    _saved()
+    source = _source(path, state)  # a restart: the kept parse, with its entries
+    parsed: list[int] = []
+    real = sitesfile._parse_entry
+    monkeypatch.setattr(sitesfile, "_parse_entry", lambda i, *a: parsed.append(i) or real(i, *a))
+    assert len(source.read()[0]) == 1197 and parsed == []
+    path.write_text(path.read_text() + "  - {domains: [added.example.com], upstream: 'http://app:5678'}\n")
+    sites, _ = source.read()
+    assert parsed == [1201] and sites[-1].name == "added.example.com"

@@ -102,6 +102,7 @@ EntryCache = dict[tuple[int, str], "Site | Problem"]
 _SITES_LINE = re.compile(r"sites:[ \t]*(#.*)?")
 _ENTRY_START = re.compile(r"( *)- ")
 # What could tie one entry to another (anchors, aliases, tags, directives, documents): parse it whole.
+PER_ENTRY_MAX = 50  # changed entries parsed one by one at most; more: the whole file at once
 _NOT_PER_ENTRY = re.compile(r"(^|[\s\[{,:])[&*!%@`|>]|^(---|\.\.\.)|<<|\t", re.M)
 
 
@@ -147,7 +148,9 @@ def parse_sites_file(text: str, path: str, defaults: options.Defaults = options.
         raise InputError(f"sites file {path}", f"larger than {MAX_FILE_BYTES} bytes")
     chunks = _entry_chunks(text) if cache is not None else None
     if chunks is not None and cache is not None:
-        found = _parse_chunks(chunks, path, defaults, cache)
+        missed = sum(1 for index, chunk in enumerate(chunks, start=1) if (index, chunk) not in cache)
+        # (one load of the whole file is faster than many small ones: a few changed entries only)
+        found = _parse_chunks(chunks, path, defaults, cache) if missed <= PER_ENTRY_MAX else None
         if found is not None:
             return found
     try:
@@ -166,6 +169,10 @@ def parse_sites_file(text: str, path: str, defaults: options.Defaults = options.
     if not isinstance(entries, list):
         raise InputError(f"sites file {path}", "'sites' must be a list")
     results = [_parse_entry(index, entry, path, defaults) for index, entry in enumerate(entries, start=1)]
+    if chunks is not None and cache is not None:
+        cache.clear()
+        if len(chunks) == len(results):  # (the split found the entries the whole file has, in order)
+            cache.update(((index, chunk), r) for index, (chunk, r) in enumerate(zip(chunks, results), start=1))
     return [r for r in results if isinstance(r, Site)], [r for r in results if isinstance(r, Problem)]
 
 

@@ -311,7 +311,11 @@ def test_one_added_or_changed_entry_is_the_only_one_parsed_again(monkeypatch: py
     from sidecar.sources import sitesfile
     text = "sites:\n" + "".join(f"  - {{domains: s{i}.example.com, upstream: 'http://app:80'}}\n" for i in range(200))
     cache: sitesfile.EntryCache = {}
+    loads: list[int] = []
+    real_load = sitesfile.yaml.load
+    monkeypatch.setattr(sitesfile.yaml, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     first = parse_sites_file(text, PATH, cache=cache)
+    assert loads == [1] and len(cache) == 200  # a cold cache: the whole file in one load, then kept by entry
     parsed: list[int] = []
     real = sitesfile._parse_entry
     monkeypatch.setattr(sitesfile, "_parse_entry", lambda i, *a: parsed.append(i) or real(i, *a))

@@ -28,7 +28,7 @@ from sidecar.core.model import Certificate, Site, SourceKind
 from sidecar.core.planner import Action
 from sidecar.core.schedule import Work
 from sidecar.core.settings import Settings
-from sidecar.engine.reporter import Reporter
+from sidecar.engine.reporter import Lines, Reporter
 from sidecar.engine.setaside import BrokenConfs
 from sidecar.engine.world import Snapshot
 from sidecar.state import files, placeholder
@@ -206,12 +206,14 @@ class Publisher:
                 log.info("%s accepted by nginx again", filename)
                 del self.rejected[filename]
         by_file = {names.site_filename(s.name): s for s in snap.desired.sites}
+        said = Lines("live")
         for filename in sorted(live - self.live):
             site = by_file.get(filename)
             if site is not None and site.name in snap.lineages:
                 served = [d for d in site.domains if d in snap.lineages[site.name].names]
-                log.info("site %s: live on %s", site.name, ", ".join(f"https://{d}" for d in served))
+                said.add(site.name, "site %s: live on %s", site.name, ", ".join(f"https://{d}" for d in served))
                 self.reporter.emit(Kind.SITE_LIVE, site.name, "live", domains=served)
+        said.say()
         self.live = live
 
     @staticmethod

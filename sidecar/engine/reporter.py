@@ -31,6 +31,31 @@ STATUS_FILE = "status.json"
 STATUS_MIN_INTERVAL = 5.0  # seconds between status file writes inside one pass
 STATUS_REFRESH = 30.0  # seconds: the status file is rewritten at least this often while passes run
 LONG_WAIT_REPEAT = timedelta(hours=6)
+LOG_EACH_MAX = 20  # sites one pass says the same thing about, each on its own line; more: one line for all
+
+
+class Lines:
+    """The per-site lines of one kind in one pass. Up to ``LOG_EACH_MAX`` are logged each as it
+    is; more (a first start with ten thousand sites) become one summary line, and each site's
+    own line goes to the debug log. The events stay one per site."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # "added", "live", ...: the summary says "<n> sites <what>"
+        self.lines: list[tuple[str, str, tuple[object, ...]]] = []
+
+    def add(self, site: str, fmt: str, *args: object) -> None:
+        self.lines.append((site, fmt, args))
+
+    def say(self) -> None:
+        if len(self.lines) <= LOG_EACH_MAX:
+            for _, fmt, args in self.lines:
+                log.info(fmt, *args)
+            return
+        for _, fmt, args in self.lines:
+            log.debug(fmt, *args)
+        shown = ", ".join(site for site, _, _ in self.lines[:5])
+        log.info("%d sites %s: %s and %d more (GET /status lists them; LOG_LEVEL=debug says each)",
+                 len(self.lines), self.what, shown, len(self.lines) - 5)
 
 
 @dataclass
@@ -85,17 +110,19 @@ class Reporter:
             log.info("resolved: %s", p)
         self.said.problems = now_problems
         current = state.by_name()
+        added = Lines("added")
         for name, site in current.items():
             before = self.said.sites.get(name)
             if before is None:
-                log.info("site %s: added from %s (%s -> %s)", name, site.source, ", ".join(site.domains),
-                         ", ".join(u.url for u in site.upstreams))
+                added.add(name, "site %s: added from %s (%s -> %s)", name, site.source, ", ".join(site.domains),
+                          ", ".join(u.url for u in site.upstreams))
                 self.emit(Kind.SITE_ADDED, name, f"added from {site.source}", domains=list(site.domains))
             elif (before.domains, before.upstreams, before.options) != (site.domains, site.upstreams, site.options):
                 log.info("site %s: changed (%s -> %s)", name, ", ".join(site.domains),
                          ", ".join(u.url for u in site.upstreams))
                 self.emit(Kind.SITE_CHANGED, name, "changed", domains=list(site.domains),
                           upstreams=[u.url for u in site.upstreams])
+        added.say()
         for name, site in self.said.sites.items():
             if name not in current:
                 log.info("site %s: removed (%s is gone); its certificate stays in %s for reuse",
@@ -115,12 +142,13 @@ class Reporter:
     def plan(self, work: Work) -> None:
         """Say once why nothing happens for a site (and repeat long waits every 6 hours)."""
         now = self.clock()
+        planned = Lines("with a valid certificate and its renewal planned")
         for d in work.plan.decisions:
             key = (d.action.value, d.at)
             seen = self.said.plan.get(d.site.name)
             if d.action == Action.OK and d.at is not None and (seen is None or seen[0] != key):
-                log.info("site %s: certificate %s; renewal planned %s UTC", d.site.name, d.reason,
-                         f"{d.at:%Y-%m-%d %H:%M:%S}")
+                planned.add(d.site.name, "site %s: certificate %s; renewal planned %s UTC", d.site.name, d.reason,
+                            f"{d.at:%Y-%m-%d %H:%M:%S}")
             elif d.action == Action.WAIT and d.at is not None and (
                     seen is None or seen[0] != key or now - seen[1] >= LONG_WAIT_REPEAT):
                 log.info("site %s: waiting until %s UTC before the next attempt (%s)", d.site.name,
@@ -128,6 +156,7 @@ class Reporter:
             else:
                 continue
             self.said.plan[d.site.name] = (key, now)
+        planned.say()
 
     def status(self, state: DesiredState, work: Work | None, lineages: Mapping[str, Certificate],
                live: set[str], attempts: Mapping[str, Attempt], budgets: dict[str, int],

@@ -8,6 +8,7 @@ ledger and the files written, not on log wording.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ from sidecar.core import ratelimits
 from sidecar.core.events import Event, Kind
 from sidecar.core.model import ContainerInfo
 from sidecar.core.settings import Settings
+from sidecar.engine import reporter
 from sidecar.engine.loop import Reconciler
 from sidecar.sources.triggers import MAX_SLEEP
 from sidecar.state import lineage
@@ -366,3 +368,31 @@ def test_with_broken_conf_keep_a_broken_file_stays_and_holds_nginx_back(tmp_path
     r.run_pass()
     assert (r.settings.conf_dir / "mine.conf").exists() and Kind.CONF_SET_ASIDE not in seen.kinds()
     assert Kind.SITE_LIVE not in seen.kinds("a.example.com") and docker.reloads == 0
+
+
+@pytest.mark.parametrize("n", [3, 25])
+def test_many_sites_at_once_are_one_log_line_each_kind_and_still_one_event_each(
+        tmp_path: Path, n: int, caplog: pytest.LogCaptureFixture) -> None:
+    """A first start with ten thousand sites must not print thirty thousand lines: past
+    LOG_EACH_MAX sites of one kind in a pass, one line says how many (debug keeps each)."""
+    sites = tmp_path / "sites.yml"
+    sites.write_text("sites:\n" + "".join(f"  - {{domains: [s{i}.example.com], upstream: 'http://10.0.0.5'}}\n"
+                                          for i in range(n)))
+    r, docker, certbot, seen = make(tmp_path, [], sites_file=sites)
+    with caplog.at_level(logging.DEBUG, logger="sidecar"):
+        r.run_pass()
+    info = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.INFO]
+    debug = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.DEBUG]
+    assert len([e for e in seen.events if e.kind == Kind.SITE_ADDED]) == n
+    assert len([e for e in seen.events if e.kind == Kind.SITE_LIVE]) == n
+    each_added = [m for m in info if ": added from " in m]
+    each_live = [m for m in info if ": live on " in m]
+    if n <= reporter.LOG_EACH_MAX:
+        assert len(each_added) == len(each_live) == n
+    else:
+        assert each_added == [] and len(each_live) < n  # (the first certificate goes live on its own)
+        assert len([m for m in debug if ": added from " in m]) == n
+        assert len([m for m in debug if ": live on " in m]) == n - len(each_live)
+        assert any(m.startswith(f"{n} sites added: s0.example.com, ") and m.endswith(" more (GET /status lists "
+                   "them; LOG_LEVEL=debug says each)") for m in info), info
+        assert any(re.match(r"\d+ sites live: ", m) for m in info), info

@@ -23,7 +23,14 @@ from sidecar.core.model import Certificate, Problem
 from sidecar.state.files import atomic_write
 
 
+_KEY_OIDS = {"1.2.840.10045.2.1": "ecdsa", "1.2.840.113549.1.1.1": "rsa"}  # id-ecPublicKey, rsaEncryption
+
+
 def _key_type(cert: x509.Certificate) -> str:
+    # The algorithm's OID when cryptography has it (43 and later): no key object built (10,000 at a first start)
+    oid = getattr(cert, "public_key_algorithm_oid", None)
+    if oid is not None and oid.dotted_string in _KEY_OIDS:
+        return _KEY_OIDS[oid.dotted_string]
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey):
         return "ecdsa"

@@ -52,7 +52,8 @@ log = logging.getLogger("sidecar")
 
 ARI_SECONDS_PER_PASS = 1.0
 NO_NGINX = "nginx container not found"
-LINEAGE_CACHE = "lineages-cache.json"  # in STATE_DIR: what the certificates said (state.certs.save_cache)
+LINEAGE_CACHE = "lineages.cache"  # in STATE_DIR: what the certificates said (state.certs.save_cache)
+OLD_LINEAGE_CACHE = "lineages-cache.json"  # (its JSON form, before: removed at start)
 
 
 def trim_heap() -> None:
@@ -81,6 +82,10 @@ class Reconciler:
         self.reporter = Reporter(settings, clock)
         self.observers = self.reporter.observers
         self.ledger = Ledger.load(settings.state_dir / "ledger.json")
+        try:
+            (settings.state_dir / OLD_LINEAGE_CACHE).unlink(missing_ok=True)
+        except OSError:
+            pass
         self.lineages = LineageStore(settings.certs_dir, settings.adopt_certs_dir,
                                      settings.state_dir / LINEAGE_CACHE)
         self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server, backoff=settings.backoff)

@@ -7,12 +7,10 @@ full chain and private key all exist: nginx must never be pointed at a missing f
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sys
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 from cryptography import x509
@@ -20,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from sidecar.core.model import Certificate, Problem
-from sidecar.state.files import atomic_write
+from sidecar.state import memo
 
 
 _KEY_OIDS = {"1.2.840.10045.2.1": "ecdsa", "1.2.840.113549.1.1.1": "rsa"}  # id-ecPublicKey, rsaEncryption
@@ -155,36 +153,16 @@ def read_lineages(
     return found, problems
 
 
-CACHE_VERSION = 1
+CACHE_KEY = "lineage facts"  # (state.memo's key adds the sidecar's code: a new version parses again)
 
 
 def save_cache(path: Path, cache: LineageCache) -> None:
-    """Keep what the certificates said (JSON, in the state volume) for the next start; best effort."""
-    doc = {"version": CACHE_VERSION, "lineages": {name: {  # (a copy: certbot threads may add to it)
-        "sig": list(sig), "names": sorted(c.names), "not_before": c.not_before.isoformat(),
-        "not_after": c.not_after.isoformat(), "issuer": c.issuer, "key_type": c.key_type, "serial": str(c.serial),
-        "aki": c.authority_key_id.hex() if c.authority_key_id is not None else None, "ocsp": c.has_ocsp_url,
-        "fullchain": c.fullchain_path, "privkey": c.privkey_path, "acme_server": c.acme_server,
-    } for name, (sig, c) in list(cache.items())}}
-    try:
-        atomic_write(path, json.dumps(doc))
-    except OSError:
-        pass
+    """Keep what the certificates said for the next start (pickled in the state volume, see
+    ``state.memo``: ten thousand load in 0.05 s, against 0.23 s as JSON); best effort."""
+    memo.save(path, memo.key(CACHE_KEY, str(path)), dict(cache))  # (a copy: certbot threads may add to it)
 
 
 def load_cache(path: Path) -> LineageCache:
     """What ``save_cache`` kept; empty when missing or not understood (then everything is parsed)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("version") != CACHE_VERSION:
-            return {}
-        return {name: (tuple(int(x) for x in e["sig"]), Certificate(
-            name=name, names=frozenset(e["names"]), not_before=datetime.fromisoformat(e["not_before"]),
-            not_after=datetime.fromisoformat(e["not_after"]), issuer=sys.intern(e["issuer"]),
-            key_type=sys.intern(e["key_type"]),
-            serial=int(e["serial"]), authority_key_id=bytes.fromhex(e["aki"]) if e["aki"] is not None else None,
-            has_ocsp_url=bool(e["ocsp"]), fullchain_path=e["fullchain"], privkey_path=e["privkey"],
-            acme_server=sys.intern(e["acme_server"]) if e["acme_server"] else e["acme_server"]))
-            for name, e in doc["lineages"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+    found = memo.load(path, memo.key(CACHE_KEY, str(path)))
+    return found if isinstance(found, dict) else {}

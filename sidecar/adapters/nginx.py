@@ -141,11 +141,11 @@ def _culprit(output: str, target: Mapping[str, str]) -> tuple[str | None, bool, 
     return None, False, 0
 
 
-def _pool_at(pools_text: str, line: int) -> str | None:
-    """The pool whose ``upstream`` block holds ``line`` of the pools file."""
-    for name, (first, last, _) in pool_blocks(pools_text).items():
+def _pool_at(pools_text: str, line: int) -> tuple[str, str] | None:
+    """The pool whose ``upstream`` block holds ``line`` of the pools file: its name and block."""
+    for name, (first, last, block) in pool_blocks(pools_text).items():
         if first <= line <= last:
-            return name
+            return name, block
     return None
 
 
@@ -253,11 +253,11 @@ def apply(
             reason = first_error_line(output)
             pool = _pool_at(target.get(POOLS_FILE, ""), line) if culprit == POOLS_FILE else None
             if pool is not None:
-                bad_pools.add(pool)
-                blocks = pool_blocks(target[POOLS_FILE])
-                target[POOLS_FILE] = target[POOLS_FILE].replace(blocks[pool][2], "")
-                for name in [n for n, text in target.items() if n not in SHARED_FILES and pool in text]:
-                    hold_back(name, reason, False)
+                name, block = pool
+                bad_pools.add(name)
+                target[POOLS_FILE] = target[POOLS_FILE].replace(block, "")
+                for user in [n for n, text in target.items() if n not in SHARED_FILES and name in text]:
+                    hold_back(user, reason, False)
             elif culprit is None or culprit in SHARED_FILES:
                 # Not one site's file: put everything back as it was.
                 raise restore("nginx -t failed", reason, output)

@@ -29,9 +29,13 @@ class Upstream:
     port: int
 
     @property
+    def address(self) -> str:
+        """``host:port`` as URLs and nginx's ``server`` write it (an IPv6 host in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self.address}"
 
 
 @dataclass(frozen=True)

@@ -205,11 +205,15 @@ def upstream_name(site_name: str) -> str:
     return "sidecar_" + re.sub(r"[^a-z0-9-]", "_", site_name)
 
 
+def _servers(site: Site) -> tuple[str, ...]:
+    """The ``server`` addresses of ``site``'s pool, each once, sorted."""
+    return tuple(sorted({u.address for u in site.upstreams}))
+
+
 def pool_key(site: Site) -> tuple[object, ...]:
     """What decides a site's pool: its scheme and servers (in any order); an HTTPS upstream's
     pool is the site's own, so a kept-alive connection never carries another site's SNI."""
-    servers = tuple(sorted({(u.host, u.port) for u in site.upstreams}))
-    return (site.upstream_scheme, servers, site.name if site.upstream_scheme == "https" else "")
+    return (site.upstream_scheme, _servers(site), site.name if site.upstream_scheme == "https" else "")
 
 
 def pool_name(site: Site) -> str:
@@ -226,8 +230,7 @@ def render_pools(sites: list[Site] | tuple[Site, ...]) -> str:
            "# The upstream blocks of the generated sites: one per set of servers, shared by the sites\n"
            "# that proxy to them (an HTTPS upstream: one per site).\n"]
     for name in sorted(pools):
-        servers = sorted({(u.host, u.port) for u in pools[name].upstreams})
-        lines = "".join(f"    server {h if ':' not in h else '[' + h + ']'}:{p};\n" for h, p in servers)
+        lines = "".join(f"    server {address};\n" for address in _servers(pools[name]))
         out.append(f"upstream {name} {{\n{lines}    keepalive {POOL_KEEPALIVE};\n}}\n")
     return "\n".join(out)
 

@@ -101,8 +101,8 @@ def _file_key(option_key: str) -> str:
 EntryCache = dict[tuple[int, str], "Site | Problem"]
 _SITES_LINE = re.compile(r"sites:[ \t]*(#.*)?")
 _ENTRY_START = re.compile(r"( *)- ")
-# What could tie one entry to another (anchors, aliases, tags, directives, documents): parse it whole.
 PER_ENTRY_MAX = 50  # changed entries parsed one by one at most; more: the whole file at once
+# What could tie one entry to another (anchors, aliases, tags, directives, documents): parse it whole.
 _NOT_PER_ENTRY = re.compile(r"(^|[\s\[{,:])[&*!%@`|>]|^(---|\.\.\.)|<<|\t", re.M)
 
 
@@ -173,6 +173,10 @@ def parse_sites_file(text: str, path: str, defaults: options.Defaults = options.
         cache.clear()
         if len(chunks) == len(results):  # (the split found the entries the whole file has, in order)
             cache.update(((index, chunk), r) for index, (chunk, r) in enumerate(zip(chunks, results), start=1))
+    return _split(results)
+
+
+def _split(results: list[Site | Problem]) -> tuple[list[Site], list[Problem]]:
     return [r for r in results if isinstance(r, Site)], [r for r in results if isinstance(r, Problem)]
 
 
@@ -200,7 +204,7 @@ def _parse_chunks(chunks: list[str], path: str, defaults: options.Defaults,
         results.append(result)
     cache.clear()
     cache.update(kept)
-    return [r for r in results if isinstance(r, Site)], [r for r in results if isinstance(r, Problem)]
+    return _split(results)
 
 
 def _parse_entry(index: int, entry: object, path: str, defaults: options.Defaults) -> Site | Problem:

@@ -7,10 +7,13 @@ full chain and private key all exist: nginx must never be pointed at a missing f
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle  # noqa: S403 - the helper process's answer (see _Helper) and state.memo
 import re
-from dataclasses import replace
-from datetime import timezone
+import subprocess  # noqa: S404 - the helper process: the sidecar's own interpreter and code
+import sys
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -20,6 +23,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from sidecar.core.model import Certificate, Problem
 from sidecar.state import memo
 
+log = logging.getLogger(__name__)
 
 _KEY_OIDS = {"1.2.840.10045.2.1": "ecdsa", "1.2.840.113549.1.1.1": "rsa"}  # id-ecPublicKey, rsaEncryption
 
@@ -45,7 +49,11 @@ def _issuer(cert: x509.Certificate) -> str:
     return cert.issuer.rfc4514_string()
 
 
-def parse_certificate(pem: bytes, name: str, fullchain_path: str = "", privkey_path: str = "") -> Certificate:
+_ISSUERS: dict[bytes, str] = {}  # authority key id -> the issuer's name (one CA signs thousands)
+
+
+def parse_certificate(pem: bytes, name: str, fullchain_path: str = "", privkey_path: str = "",
+                      acme_server: str = "") -> Certificate:
     """Parse the leaf (first) certificate of ``pem``. Raises ValueError on garbage."""
     cert = x509.load_pem_x509_certificate(pem)
     names: set[str] = set()
@@ -65,31 +73,41 @@ def parse_certificate(pem: bytes, name: str, fullchain_path: str = "", privkey_p
         has_ocsp = any(d.access_method == AuthorityInformationAccessOID.OCSP for d in aia)
     except x509.ExtensionNotFound:
         pass
+    issuer = _ISSUERS.get(aki, "") if aki else ""
+    if not issuer:
+        issuer = _issuer(cert)
+        if aki and len(_ISSUERS) < 1000:
+            _ISSUERS[aki] = issuer
     return Certificate(
         name=name,
         names=frozenset(names),
-        not_before=cert.not_valid_before_utc.astimezone(timezone.utc),
-        not_after=cert.not_valid_after_utc.astimezone(timezone.utc),
-        issuer=_issuer(cert),
+        not_before=cert.not_valid_before_utc,  # (aware, in UTC)
+        not_after=cert.not_valid_after_utc,
+        issuer=issuer,
         key_type=_key_type(cert),
         serial=cert.serial_number,
         authority_key_id=aki,
         has_ocsp_url=has_ocsp,
         fullchain_path=fullchain_path,
         privkey_path=privkey_path,
+        acme_server=acme_server,
     )
 
 
 def renewal_setting(certs_dir: Path, name: str, wanted: str) -> str:
     """One ``key = value`` line of certbot's ``renewal/NAME.conf`` (``server``, ``account``...), or ""."""
+    return _setting(os.path.join(str(certs_dir), "renewal", f"{name}.conf"), wanted)
+
+
+def _setting(path: str, wanted: str) -> str:
     try:
-        with open(os.path.join(str(certs_dir), "renewal", f"{name}.conf"), encoding="utf-8", errors="replace") as fh:
+        with open(path, "rb") as fh:
             text = fh.read()
     except OSError:
         return ""
     # (one search, not a loop over the lines: ten thousand of these at a first start)
-    m = re.search(rf"^[ \t]*{re.escape(wanted)}[ \t]*=(.*)$", text, re.M)
-    return m.group(1).strip() if m else ""
+    m = re.search(rb"^[ \t]*" + re.escape(wanted.encode()) + rb"[ \t]*=(.*)$", text, re.M)
+    return m.group(1).strip().decode("utf-8", "replace") if m else ""
 
 
 def renewal_server(certs_dir: Path, name: str) -> str:
@@ -103,7 +121,8 @@ LineageCache = dict[str, tuple[tuple[int, ...], Certificate]]
 
 def _signature(cert_path: str, renewal: str) -> tuple[int, ...]:
     """Changes whenever certbot writes a new certificate (the live symlink points at a new
-    archive file) or the renewal settings; a stat is far cheaper than parsing."""
+    archive file) or the renewal settings; a stat is far cheaper than parsing. Raises
+    FileNotFoundError when there is no certificate."""
     st = os.stat(cert_path)
     try:
         rt = os.stat(renewal)
@@ -113,44 +132,200 @@ def _signature(cert_path: str, renewal: str) -> tuple[int, ...]:
     return (st.st_ino, st.st_mtime_ns, st.st_size, *renewal_sig)
 
 
+HELPER_MIN = 1000  # certificates to parse before a second process helps (see read_lineages)
+HELPER_SHARE = 0.4  # of them, to the helper (it first spends 0.1 to 0.2 s starting Python and importing)
+HELPER_TIMEOUT = 120.0
+
+
+def _paths(certs_dir: str, name: str) -> tuple[str, str, str, str]:
+    """A lineage's certificate, full chain, private key and renewal settings."""
+    base = os.path.join(certs_dir, "live", name)
+    return (os.path.join(base, "cert.pem"), os.path.join(base, "fullchain.pem"), os.path.join(base, "privkey.pem"),
+            os.path.join(certs_dir, "renewal", f"{name}.conf"))
+
+
+def _parse_lineage(certs_dir: str, name: str) -> Certificate | str:
+    """The lineage's certificate, or why it cannot be read."""
+    cert_path, chain, key, conf = _paths(certs_dir, name)
+    try:
+        with open(cert_path, "rb") as fh:
+            return parse_certificate(fh.read(), name, chain, key, _setting(conf, "server"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+
+
+Signature = tuple[int, ...]
+
+
+def _scan(root: str, cache: LineageCache | None
+          ) -> tuple[list[str], dict[str, Certificate | Problem], list[tuple[str, Signature]]] | None:
+    """The lineages' names; what is known of them without parsing (from ``cache``, or their
+    problem); and the ones to parse, with their signatures. None without a ``live`` directory."""
+    try:
+        # (the directory's own listing says which entries are directories: no stat for each)
+        with os.scandir(os.path.join(root, "live")) as it:
+            entries = sorted(e.name for e in it if e.is_dir())
+    except FileNotFoundError:
+        return None
+    known: dict[str, Certificate | Problem] = {}
+    todo: list[tuple[str, Signature]] = []
+    for name in entries:
+        cert_path, chain, key, conf = _paths(root, name)
+        try:
+            signature = _signature(cert_path, conf)  # (the certificate's stat: it exists)
+        except FileNotFoundError:
+            signature = None
+        except OSError as exc:
+            known[name] = Problem(f"certificate {cert_path}", f"unreadable: {exc}")
+            continue
+        if signature is None or not (os.path.exists(chain) and os.path.exists(key)):
+            known[name] = Problem(f"certificate {os.path.dirname(cert_path)}",
+                                  "incomplete lineage (cert, fullchain or privkey missing)")
+            continue
+        cached = cache.get(name) if cache is not None else None
+        if cached is not None and cached[0] == signature:
+            known[name] = cached[1]
+        else:
+            todo.append((name, signature))
+    return entries, known, todo
+
+
 def read_lineages(
-    certs_dir: Path, cache: LineageCache | None = None
+    certs_dir: Path, cache: LineageCache | None = None, helper: bool = False, ahead: "Ahead | None" = None
 ) -> tuple[dict[str, Certificate], list[Problem]]:
     """Every usable lineage under ``certs_dir/live``, keyed by lineage name.
 
     With ``cache``, a lineage whose files did not change since the last call is not parsed again
-    (then a lineage costs a few ``stat`` calls: plain strings, not ``Path``, at ten thousand of them).
+    (then a lineage costs four ``stat`` calls: plain strings, not ``Path``, at ten thousand of them).
+    With ``helper``, when at least ``HELPER_MIN`` are to be parsed (a first start beside ten
+    thousand certificates), a second process parses ``HELPER_SHARE`` of them meanwhile (``python
+    -m sidecar.state.certs``), on the second core. ``ahead`` (see ``parse_ahead``): what a helper
+    parsed while the caller did something else; a lineage changed since is parsed again.
     """
-    live = os.path.join(str(certs_dir), "live")
-    renewal = os.path.join(str(certs_dir), "renewal")
+    root = str(certs_dir)
+    scanned = _scan(root, cache)
+    if scanned is None:
+        return {}, []
+    entries, known, todo = scanned
+    parsed = ahead.results(todo) if ahead is not None else {}
+    names = [name for name, _ in todo if name not in parsed]
+    mine = len(names) - int(len(names) * HELPER_SHARE) if helper and len(names) >= HELPER_MIN else len(names)
+    other = _Helper(root, names[mine:]) if mine < len(names) else None
+    parsed.update((name, _parse_lineage(root, name)) for name in names[:mine])
+    if other is not None:
+        parsed.update(other.results() or {name: _parse_lineage(root, name) for name in names[mine:]})
+    for name, signature in todo:
+        result = parsed[name]
+        if isinstance(result, str):
+            known[name] = Problem(f"certificate {_paths(root, name)[0]}", result)
+            continue
+        known[name] = result
+        if cache is not None:
+            cache[name] = (signature, result)
     found: dict[str, Certificate] = {}
     problems: list[Problem] = []
-    try:
-        entries = sorted(os.listdir(live))
-    except FileNotFoundError:
-        return found, problems
     for name in entries:
-        base = os.path.join(live, name)
-        if not os.path.isdir(base):
-            continue
-        cert_path, chain, key = (os.path.join(base, f) for f in ("cert.pem", "fullchain.pem", "privkey.pem"))
-        if not (os.path.exists(cert_path) and os.path.exists(chain) and os.path.exists(key)):
-            problems.append(Problem(f"certificate {base}", "incomplete lineage (cert, fullchain or privkey missing)"))
-            continue
-        try:
-            signature = _signature(cert_path, os.path.join(renewal, f"{name}.conf"))
-            cached = cache.get(name) if cache is not None else None
-            if cached is not None and cached[0] == signature:
-                found[name] = cached[1]
-                continue
-            with open(cert_path, "rb") as fh:
-                cert = parse_certificate(fh.read(), name, chain, key)
-            found[name] = replace(cert, acme_server=renewal_server(certs_dir, name))
-            if cache is not None:
-                cache[name] = (signature, found[name])
-        except (OSError, ValueError) as exc:
-            problems.append(Problem(f"certificate {cert_path}", f"unreadable: {exc}"))
+        kept = known[name]
+        if isinstance(kept, Problem):
+            problems.append(kept)
+        else:
+            found[name] = kept
     return found, problems
+
+
+class Ahead:
+    """Certificates a helper process parses while the caller does something else (``parse_ahead``)."""
+
+    def __init__(self, root: str, todo: list[tuple[str, Signature]]) -> None:
+        self.signatures = dict(todo)
+        self.helper = _Helper(root, list(self.signatures))
+
+    def results(self, todo: list[tuple[str, Signature]]) -> dict[str, Certificate | str]:
+        """The helper's answers for the lineages of ``todo`` still as they were when it started."""
+        answers = self.helper.results() or {}
+        return {name: answers[name] for name, signature in todo
+                if name in answers and self.signatures.get(name) == signature}
+
+
+def parse_ahead(certs_dir: Path, cache: LineageCache | None = None) -> Ahead | None:
+    """Start parsing, in a helper process, the certificates ``read_lineages`` would parse now, when
+    there are at least ``HELPER_MIN`` (a first start beside ten thousand): the caller does other work
+    meanwhile (the sites file) and passes the result to ``read_lineages``. None when not worth it."""
+    root = str(certs_dir)
+    try:
+        with os.scandir(os.path.join(root, "live")) as it:  # (a restart knows them all: no stat for each)
+            if sum(1 for e in it if e.name not in (cache or {})) < HELPER_MIN:
+                return None
+    except FileNotFoundError:
+        return None
+    scanned = _scan(root, cache)
+    if scanned is None or len(scanned[2]) < HELPER_MIN:
+        return None
+    return Ahead(root, scanned[2])
+
+
+class _Helper:
+    """``python -m sidecar.state.certs CERTS_DIR``, parsing the lineages named on its stdin.
+
+    Answers a pickled ``{name: Certificate or why not}`` on its stdout (a process of the sidecar's
+    own code, started by it, through a pipe only the two share). None from ``results`` when it
+    failed in any way: the caller then parses those itself."""
+
+    def __init__(self, certs_dir: str, names: list[str]) -> None:
+        self.names = names
+        self.proc: subprocess.Popen[bytes] | None = None
+        root = str(Path(__file__).resolve().parents[2])  # (where the sidecar package is)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sidecar.state.certs", certs_dir], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            log.debug("certificates: no helper process (%s); parsing them all here", exc)
+            return
+        # (the names through a thread: more than a pipe holds would block this one until the child reads)
+        self.feeder = threading.Thread(target=self._feed, name="lineage-helper-feed", daemon=True)
+        self.feeder.start()
+
+    def _feed(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("\0".join(self.names).encode("utf-8", "surrogateescape"))
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def results(self) -> dict[str, Certificate | str] | None:
+        if self.proc is None:
+            return None
+        self.feeder.join(HELPER_TIMEOUT)
+        self.proc.stdin = None  # (closed by the feeder: communicate() must not flush it)
+        try:
+            out, err = self.proc.communicate(timeout=HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            log.debug("certificates: the helper process took over %.0f s; parsing its share here", HELPER_TIMEOUT)
+            return None
+        except OSError as exc:
+            log.debug("certificates: the helper process failed (%s); parsing its share here", exc)
+            return None
+        try:
+            found = pickle.loads(out) if self.proc.returncode == 0 else None  # noqa: S301 - our own child's answer
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+            found = None
+        if not isinstance(found, dict) or set(found) != set(self.names):
+            last = (err.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            log.debug("certificates: the helper process failed (exit %s: %s); parsing its share here",
+                      self.proc.returncode, last[:200])
+            return None
+        return found
+
+
+def _helper_main(argv: list[str]) -> int:
+    names = [n for n in sys.stdin.buffer.read().decode("utf-8", "surrogateescape").split("\0") if n]
+    sys.stdout.buffer.write(pickle.dumps({name: _parse_lineage(argv[0], name) for name in names},
+                                         protocol=pickle.HIGHEST_PROTOCOL))
+    return 0
 
 
 CACHE_KEY = "lineage facts"  # (state.memo's key adds the sidecar's code: a new version parses again)
@@ -166,3 +341,7 @@ def load_cache(path: Path) -> LineageCache:
     """What ``save_cache`` kept; empty when missing or not understood (then everything is parsed)."""
     found = memo.load(path, memo.key(CACHE_KEY, str(path)))
     return found if isinstance(found, dict) else {}
+
+
+if __name__ == "__main__":  # the helper process (see _Helper)
+    raise SystemExit(_helper_main(sys.argv[1:]))

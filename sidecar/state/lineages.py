@@ -19,8 +19,10 @@ from sidecar.state import adopted, certs, placeholder
 
 
 class LineageStore:
-    def __init__(self, certs_dir: Path, adopt_dir: Path | None = None, cache_file: Path | None = None) -> None:
+    def __init__(self, certs_dir: Path, adopt_dir: Path | None = None, cache_file: Path | None = None,
+                 helper: bool = False) -> None:
         self.certs_dir = certs_dir
+        self.helper = helper  # a second process parses part of many new certificates (certs.read_lineages)
         self.adopt_dir = adopt_dir
         # what the certificates said, kept across restarts: unchanged files are not parsed again at start
         # (ten thousand certificates: about 2 s of start-up); see certs.load_cache
@@ -28,6 +30,8 @@ class LineageStore:
         self._adopted_cache: adopted.AdoptedCache = {}
         self._adopted: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._cache: certs.LineageCache = {}
+        self._unkept = False  # the cache changed since it was last saved
+        self._ahead: certs.Ahead | None = None  # certificates being parsed ahead (parse_ahead)
         self._memo: tuple[dict[str, Certificate], list[Problem]] | None = None
         self._generation = 0
         self._lock = threading.Lock()
@@ -50,18 +54,41 @@ class LineageStore:
                     self._memo = memo
         return dict(memo[0]), list(memo[1])
 
-    def _read_cached(self) -> tuple[dict[str, Certificate], list[Problem]]:
-        if self.cache_file is None:
-            return certs.read_lineages(self.certs_dir, self._cache)
-        if not self._cache:
+    def parse_ahead(self) -> None:
+        """Before a read that would parse many certificates (a first start beside ten thousand), start
+        parsing them in a helper process now: the caller does other work until it reads."""
+        with self._lock:
+            if not self.helper or self._memo is not None or self._ahead is not None:
+                return
+        with self._reading:
+            self._load_cache()
+            self._ahead = certs.parse_ahead(self.certs_dir, self._cache)
+
+    def _load_cache(self) -> None:
+        if self.cache_file is not None and not self._cache:
             self._cache.update(certs.load_cache(self.cache_file))
+
+    def _read_cached(self) -> tuple[dict[str, Certificate], list[Problem]]:
+        ahead, self._ahead = self._ahead, None
+        if self.cache_file is None:
+            return certs.read_lineages(self.certs_dir, self._cache, self.helper, ahead)
+        self._load_cache()
         before = {name: sig for name, (sig, _) in self._cache.items()}
-        found, problems = certs.read_lineages(self.certs_dir, self._cache)
+        found, problems = certs.read_lineages(self.certs_dir, self._cache, self.helper, ahead)
         if set(before) != set(found) or any(before.get(name) != self._cache[name][0] for name in found):
             for name in set(self._cache) - set(found):
                 del self._cache[name]
-            certs.save_cache(self.cache_file, self._cache)
+            self._unkept = True  # (kept once the pass is done: keep)
         return found, problems
+
+    def keep(self) -> None:
+        """Keep what the certificates said for the next start, if it changed (after a pass: pickling
+        ten thousand takes 0.1 to 0.3 s, which a first start would otherwise spend before planning)."""
+        if self.cache_file is None or not self._unkept:
+            return
+        with self._reading:
+            self._unkept = False
+            certs.save_cache(self.cache_file, self._cache)
 
     def certificates(self) -> dict[str, Certificate]:
         return self.read()[0]

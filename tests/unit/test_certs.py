@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from sidecar.core.model import Certificate
 from sidecar.state.certs import parse_certificate, read_lineages, renewal_server
 
 from .certfactory import CA_NAME, ca_key_identifier, ca_pem, make_cert, write_lineage
@@ -150,3 +152,76 @@ def test_cache_skips_unchanged_lineages_and_rereads_changed_ones(tmp_path: Path,
     assert parsed[2:] == ["b.example.com"]
     assert changed["b.example.com"].names == {"b.example.com", "www.b.example.com"}
     assert changed["a.example.com"] is first["a.example.com"]
+
+
+def _mixed_lineages(certs_dir: Path) -> None:
+    """Good lineages, one with garbage for a certificate, one without its key."""
+    for i in range(6):
+        write_lineage(certs_dir, f"s{i}.example.com", [f"s{i}.example.com", f"www.s{i}.example.com"], NB, NA,
+                      server=f"https://acme.test/dir{i}")
+    (certs_dir / "live" / "s4.example.com" / "cert.pem").write_bytes(b"not a certificate")
+    (certs_dir / "live" / "s5.example.com" / "privkey.pem").unlink()
+
+
+def test_a_helper_process_parses_part_of_many_new_certificates_with_the_same_result(
+        certs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.state import certs
+
+    _mixed_lineages(certs_dir)
+    alone = read_lineages(certs_dir, {})
+    answers: list[dict[str, Certificate | str] | None] = []
+    real = certs._Helper.results
+
+    def results(self: certs._Helper) -> dict[str, Certificate | str] | None:
+        answers.append(real(self))
+        return answers[-1]
+
+    monkeypatch.setattr(certs._Helper, "results", results)
+    monkeypatch.setattr(certs, "HELPER_MIN", 2)
+    cache: certs.LineageCache = {}
+    helped = read_lineages(certs_dir, cache, helper=True)
+    (answer,) = answers
+    assert isinstance(answer, dict) and len(answer) == 2  # (its share of the five it could parse)
+    assert helped == alone and list(helped[0]) == list(alone[0])  # the same lineages, problems, order
+    assert [p.message.split(":")[0] for p in helped[1]] == ["unreadable", "incomplete lineage (cert, fullchain or privkey missing)"]
+    assert sorted(cache) == ["s0.example.com", "s1.example.com", "s2.example.com", "s3.example.com"]
+    assert helped[0]["s3.example.com"].acme_server == "https://acme.test/dir3"
+
+
+def test_without_its_helper_process_every_certificate_is_still_read(certs_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.state import certs
+
+    _mixed_lineages(certs_dir)
+    alone = read_lineages(certs_dir)
+    monkeypatch.setattr(certs, "HELPER_MIN", 2)
+    for broken in ("/nonexistent/python", "/bin/false"):  # it cannot start; it fails
+        monkeypatch.setattr(sys, "executable", broken)
+        assert read_lineages(certs_dir, helper=True) == alone
+
+
+def test_certificates_parsed_ahead_are_used_unless_changed_since(certs_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first read: a helper process parses them while the sites file is read; a lineage certbot
+    renewed in between is parsed again, the rest is the helper's."""
+    from sidecar.state import certs
+    from sidecar.state.lineages import LineageStore
+
+    _mixed_lineages(certs_dir)
+    monkeypatch.setattr(certs, "HELPER_MIN", 2)
+    store = LineageStore(certs_dir, helper=True)
+    store.parse_ahead()
+    write_lineage(certs_dir, "s0.example.com", ["s0.example.com"], NB, NA + timedelta(days=1))
+    used: list[dict[str, Certificate | str]] = []
+    real = certs.Ahead.results
+
+    def results(self: certs.Ahead, todo: list[tuple[str, certs.Signature]]) -> dict[str, Certificate | str]:
+        used.append(real(self, todo))
+        return dict(used[-1])  # (the reader adds to what it gets)
+
+    monkeypatch.setattr(certs.Ahead, "results", results)
+    found, problems = store.read()
+    assert (found, problems) == read_lineages(certs_dir)
+    (answers,) = used
+    assert sorted(answers) == ["s1.example.com", "s2.example.com", "s3.example.com", "s4.example.com"]
+    assert found["s0.example.com"].names == {"s0.example.com"}

@@ -237,7 +237,7 @@ def test_a_lineage_read_that_overlaps_a_certbot_run_is_not_kept(tmp_path: Path, 
     disk: dict[str, Any] = {}
     real_reads = []
 
-    def read(certs_dir: Path, cache: Any) -> tuple[dict[str, Any], list[Any]]:
+    def read(certs_dir: Path, cache: Any, *_: Any) -> tuple[dict[str, Any], list[Any]]:
         snapshot = dict(disk)
         if not real_reads:  # the first read is overtaken: a certbot run lands meanwhile
             disk["new.example"] = "lineage"

@@ -160,15 +160,22 @@ def test_a_restart_does_not_parse_unchanged_certificates_again(tmp_path: Path, m
     from .certfactory import write_lineage
     write_lineage(tmp_path / "le", "a.test", ["a.test", "www.a.test"], NOW, NOW + timedelta(days=90),
                   server="https://ca.test/dir")
-    first = LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates()
+    store = LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json")
+    first = store.certificates()
+    assert not (tmp_path / "cache.json").exists()  # (kept after the pass, not while it plans)
+    store.keep()
     parsed: list[str] = []
     real = certs.parse_certificate
     monkeypatch.setattr(certs, "parse_certificate", lambda pem, name, *a: parsed.append(name) or real(pem, name, *a))
     assert LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates() == first
     assert parsed == []
     write_lineage(tmp_path / "le", "a.test", ["a.test"], NOW, NOW + timedelta(days=91), server="https://ca.test/dir")
-    again = LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates()
+    store = LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json")
+    again = store.certificates()
     assert parsed == ["a.test"] and again["a.test"].names == {"a.test"}
+    store.keep()
+    assert LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates() == again
+    assert parsed == ["a.test"]
     (tmp_path / "cache.json").write_text("{not json")
     assert LineageStore(tmp_path / "le", cache_file=tmp_path / "cache.json").certificates() == again
 

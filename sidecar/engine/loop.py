@@ -87,7 +87,7 @@ class Reconciler:
         except OSError:
             pass
         self.lineages = LineageStore(settings.certs_dir, settings.adopt_certs_dir,
-                                     settings.state_dir / LINEAGE_CACHE)
+                                     settings.state_dir / LINEAGE_CACHE, helper=True)
         self.policy = Policy(key_type=settings.key_type, acme_server=settings.acme_server, backoff=settings.backoff)
         self.limits = ratelimits.PROFILES[settings.rate_limits]
         self.ari = AriWindows(AriClient(settings.acme_server, settings.acme_ca_bundle) if settings.ari else None,
@@ -166,6 +166,7 @@ class Reconciler:
                     next_due = self.run_pass()
                     failures = 0
                     self.world.sites_file.keep_parsed()
+                    self.lineages.keep()
                     trim_heap()
                     if not cleaned:
                         startup.clean_certs(self.settings.certs_dir)
@@ -198,8 +199,10 @@ class Reconciler:
         """One full reconcile. Returns when the next pass is due."""
         self.passes += 1
         started = time.monotonic()
-        snap = self._read()
+        snap = self._read(say_changes=self.passes > 1)  # (a first pass says them once it has planned)
         if snap.nginx is None:
+            if self.passes == 1:
+                self.reporter.changes(snap.desired)
             how = (f"NGINX_CONTAINER={self.settings.nginx_container}" if self.settings.nginx_container
                    else f"a running container labelled {self.settings.nginx_label}=true")
             self.reporter.problem(NO_NGINX, f"{NO_NGINX}: looking for {how}; waiting for it to start")
@@ -210,9 +213,15 @@ class Reconciler:
         if self.passes == 1:
             # At start-up the plan is in /status and /plan before nginx is brought up to date (at ten
             # thousand sites writing, testing and reloading takes far longer than planning).
+            read = time.monotonic() - started
             work = self._work(snap.desired.sites, snap.lineages)
+            planned = time.monotonic() - started
             self._status(snap, work)
             first_plan = (time.monotonic() - started, len(work.plan.to_run))
+            self.reporter.changes(snap.desired)  # (ten thousand sites added: half a second, after the plan)
+            log.debug("first pass: read in %.2fs (%s), planned in %.2fs, status in %.2fs", read,
+                      ", ".join(f"{k} {v:.2f}" for k, v in self.world.took.items()), planned - read,
+                      first_plan[0] - planned)
         self.publisher.publish(snap)
         burst = Burst(self.settings.certbot_concurrency, self.settings.reload_interval)
         ran = quiet = False
@@ -259,10 +268,11 @@ class Reconciler:
         return min(wakeups) if wakeups else None
 
     # -- the steps of a pass -------------------------------------------------------
-    def _read(self) -> Snapshot:
+    def _read(self, say_changes: bool = True) -> Snapshot:
         self.lineages.forget()
         snap = self.world.read()
-        self.reporter.changes(snap.desired)
+        if say_changes:
+            self.reporter.changes(snap.desired)
         # Before anything else: nginx cannot even start while a hand-written config names a missing file.
         if self.publisher.placeholders(snap.desired.sites, snap.lineages):
             self.lineages.forget()

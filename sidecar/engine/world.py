@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -64,8 +65,16 @@ class World:
         self.compat = CompatSources(settings, lambda cid: docker.container_env(cid))  # nginx-proxy, Traefik
         self.relevant_ids: frozenset[str] = frozenset()  # read by the Docker event filter
         self._nginx_warning = ""
+        self.took: dict[str, float] = {}  # seconds per part of the last read (logged at debug by a first pass)
 
     def read(self) -> Snapshot:
+        lap = time.monotonic()
+
+        def took(part: str) -> None:
+            nonlocal lap
+            now = time.monotonic()
+            self.took[part], lap = now - lap, now
+
         listed = self.docker.list_containers()
         if self.settings.role == "issuer":  # Swarm services' tasks, read like containers
             listed += swarm.tasks_as_containers(self.docker.swarm_services(), self.docker.swarm_tasks(),
@@ -76,13 +85,20 @@ class World:
         if view.nginx_warning and view.nginx_warning != self._nginx_warning:
             log.warning("%s", view.nginx_warning)
         self._nginx_warning = view.nginx_warning
-        lineages, cert_problems = self.lineages.read()
+        took("containers")
+        self.lineages.parse_ahead()  # (many new certificates: parsed by a helper process meanwhile)
+        took("certificates ahead")
         file_sites, file_problems = self.sites_file.read()
+        took("sites file")
+        lineages, cert_problems = self.lineages.read()
+        took("certificates")
         confs = read_confs(self.settings, lineages)
+        took("hand-written configs")
         state = desired.merge([*confs.sites, *file_sites], list(view.sites),
                               [*view.problems, *confs.problems, *file_problems])
         state, consumed = consumers.attach(state, wanted, self.settings.label_prefix)
         lineages, cert_problems = self.lineages.for_sites(state.sites)  # (with certificates adopted for them)
+        took("merge")
         return Snapshot(state, view.nginx, lineages, tuple(cert_problems), self._address(view.nginx),
                         confs.user_defaults, confs.files, consumed)
 

@@ -300,6 +300,32 @@ def test_a_failing_pass_is_retried_and_never_ends_the_loop(tmp_path: Path, monke
     assert not loop.is_alive() and len(calls) >= 2  # the second pass came (2 s back-off), then a clean stop
 
 
+def test_the_loop_keeps_what_the_certificates_said_once_a_pass_is_done(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next start reads the certificate issued in this pass from the kept facts, not by parsing it."""
+    import threading
+    import time
+
+    from sidecar.engine import loop as loop_mod
+    from sidecar.engine import startup
+    from sidecar.state import certs
+
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")], debounce_seconds=0.01)
+    monkeypatch.setattr(startup, "prepare", lambda s, d: startup.Environment(None, "host", certbot))
+    lineage.account_dir(r.settings.certs_dir, CA).joinpath("acct1").mkdir(parents=True)
+    kept = r.settings.state_dir / loop_mod.LINEAGE_CACHE
+    loop = threading.Thread(target=r.run_forever, daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 20
+    while "a.example.com" not in certs.load_cache(kept) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    r.stop()
+    loop.join(timeout=20)
+    assert not loop.is_alive() and certbot.runs
+    facts = certs.load_cache(kept)
+    assert facts["a.example.com"][1] == r.lineages.certificates()["a.example.com"]
+
+
 def test_attempts_that_never_reach_the_ca_cost_no_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the CA's name not resolving, three attempts lowered new_orders from 300 to 297."""
     r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com")])

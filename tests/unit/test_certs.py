@@ -225,3 +225,21 @@ def test_certificates_parsed_ahead_are_used_unless_changed_since(certs_dir: Path
     (answers,) = used
     assert sorted(answers) == ["s1.example.com", "s2.example.com", "s3.example.com", "s4.example.com"]
     assert found["s0.example.com"].names == {"s0.example.com"}
+
+
+def test_a_restart_starts_no_helper_process_for_certificates_it_knows(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.state import certs
+    from sidecar.state.lineages import LineageStore
+
+    _mixed_lineages(tmp_path / "le")
+    monkeypatch.setattr(certs, "HELPER_MIN", 3)  # (the five new ones at first, the two it cannot use after)
+    first = LineageStore(tmp_path / "le", cache_file=tmp_path / "kept", helper=True)
+    first.parse_ahead()
+    found = first.read()
+    first.keep()
+    started: list[list[str]] = []
+    monkeypatch.setattr(certs, "_Helper", lambda root, names: started.append(names))
+    again = LineageStore(tmp_path / "le", cache_file=tmp_path / "kept", helper=True)
+    again.parse_ahead()
+    assert again.read() == found and started == []

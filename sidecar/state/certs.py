@@ -199,15 +199,15 @@ def read_lineages(
     (then a lineage costs four ``stat`` calls: plain strings, not ``Path``, at ten thousand of them).
     With ``helper``, when at least ``HELPER_MIN`` are to be parsed (a first start beside ten
     thousand certificates), a second process parses ``HELPER_SHARE`` of them meanwhile (``python
-    -m sidecar.state.certs``), on the second core. ``ahead`` (see ``parse_ahead``): what a helper
-    parsed while the caller did something else; a lineage changed since is parsed again.
+    -m sidecar.state.certs``), on the second core. ``ahead``: the read ``parse_ahead`` began, its
+    helper parsing while the caller did something else.
     """
     root = str(certs_dir)
-    scanned = _scan(root, cache)
+    scanned = ahead.scanned if ahead is not None else _scan(root, cache)
     if scanned is None:
         return {}, []
     entries, known, todo = scanned
-    parsed = ahead.results(todo) if ahead is not None else {}
+    parsed = (ahead.results() or {}) if ahead is not None else {}
     names = [name for name, _ in todo if name not in parsed]
     mine = len(names) - int(len(names) * HELPER_SHARE) if helper and len(names) >= HELPER_MIN else len(names)
     other = _Helper(root, names[mine:]) if mine < len(names) else None
@@ -234,23 +234,35 @@ def read_lineages(
 
 
 class Ahead:
-    """Certificates a helper process parses while the caller does something else (``parse_ahead``)."""
+    """A read of the lineages begun early (``parse_ahead``): the directory as it was then, and a
+    helper process parsing the certificates to parse."""
 
-    def __init__(self, root: str, todo: list[tuple[str, Signature]]) -> None:
-        self.signatures = dict(todo)
-        self.helper = _Helper(root, list(self.signatures))
+    def __init__(self, root: str, scanned: tuple[list[str], dict[str, Certificate | Problem],
+                                                 list[tuple[str, Signature]]]) -> None:
+        self.scanned = scanned
+        self.helper = _Helper(root, [name for name, _ in scanned[2]])
 
-    def results(self, todo: list[tuple[str, Signature]]) -> dict[str, Certificate | str]:
-        """The helper's answers for the lineages of ``todo`` still as they were when it started."""
-        answers = self.helper.results() or {}
-        return {name: answers[name] for name, signature in todo
-                if name in answers and self.signatures.get(name) == signature}
+    def results(self) -> dict[str, Certificate | str] | None:
+        return self.helper.results()
+
+    def cancel(self) -> None:
+        """Stop the helper, its answer unread."""
+        proc = self.helper.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        self.helper.feeder.join(HELPER_TIMEOUT)
+        proc.stdin = None  # (closed by the feeder)
+        proc.communicate()  # (reaps it and closes its pipes)
 
 
 def parse_ahead(certs_dir: Path, cache: LineageCache | None = None) -> Ahead | None:
     """Start parsing, in a helper process, the certificates ``read_lineages`` would parse now, when
     there are at least ``HELPER_MIN`` (a first start beside ten thousand): the caller does other work
-    meanwhile (the sites file) and passes the result to ``read_lineages``. None when not worth it."""
+    meanwhile (the sites file) and passes the result to ``read_lineages``, whose read then began
+    here (what changes in between is seen by the next read, as a change during any read would be).
+    None when not worth it."""
     root = str(certs_dir)
     try:
         with os.scandir(os.path.join(root, "live")) as it:  # (a restart knows them all: no stat for each)
@@ -261,7 +273,7 @@ def parse_ahead(certs_dir: Path, cache: LineageCache | None = None) -> Ahead | N
     scanned = _scan(root, cache)
     if scanned is None or len(scanned[2]) < HELPER_MIN:
         return None
-    return Ahead(root, scanned[2])
+    return Ahead(root, scanned)
 
 
 class _Helper:

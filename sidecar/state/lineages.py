@@ -112,3 +112,6 @@ class LineageStore:
             self._generation += 1
             self._memo = None
             self._adopted = None
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # (begun before the change: the next read starts afresh)
+            ahead.cancel()

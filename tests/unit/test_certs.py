@@ -200,31 +200,41 @@ def test_without_its_helper_process_every_certificate_is_still_read(certs_dir: P
         assert read_lineages(certs_dir, helper=True) == alone
 
 
-def test_certificates_parsed_ahead_are_used_unless_changed_since(certs_dir: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A first read: a helper process parses them while the sites file is read; a lineage certbot
-    renewed in between is parsed again, the rest is the helper's."""
+def test_a_read_begun_ahead_uses_its_helper_and_a_later_change_is_seen_by_the_next_read(
+        certs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first read: a helper process parses the certificates while the sites file is read; a
+    lineage certbot renews in between is the next read's (as with a change during any read)."""
     from sidecar.state import certs
     from sidecar.state.lineages import LineageStore
 
     _mixed_lineages(certs_dir)
+    before = read_lineages(certs_dir)
     monkeypatch.setattr(certs, "HELPER_MIN", 2)
+    answers: list[dict[str, Certificate | str] | None] = []
+    real = certs._Helper.results
+
+    def results(self: certs._Helper) -> dict[str, Certificate | str] | None:
+        answers.append(real(self))
+        return answers[-1]
+
+    monkeypatch.setattr(certs._Helper, "results", results)
     store = LineageStore(certs_dir, helper=True)
     store.parse_ahead()
+    assert store.read() == before
+    assert answers and isinstance(answers[0], dict) and sorted(answers[0]) == [f"s{i}.example.com" for i in range(5)]
+    store.forget()
+    store.parse_ahead()  # (nothing new to parse: no helper)
     write_lineage(certs_dir, "s0.example.com", ["s0.example.com"], NB, NA + timedelta(days=1))
-    used: list[dict[str, Certificate | str]] = []
-    real = certs.Ahead.results
-
-    def results(self: certs.Ahead, todo: list[tuple[str, certs.Signature]]) -> dict[str, Certificate | str]:
-        used.append(real(self, todo))
-        return dict(used[-1])  # (the reader adds to what it gets)
-
-    monkeypatch.setattr(certs.Ahead, "results", results)
-    found, problems = store.read()
-    assert (found, problems) == read_lineages(certs_dir)
-    (answers,) = used
-    assert sorted(answers) == ["s1.example.com", "s2.example.com", "s3.example.com", "s4.example.com"]
-    assert found["s0.example.com"].names == {"s0.example.com"}
+    store.read()
+    store.forget()
+    assert store.read()[0]["s0.example.com"].names == {"s0.example.com"} and len(answers) == 1
+    # begun, then the directory changed (a certbot run): that read is dropped, its helper stopped
+    write_lineage(certs_dir, "s1.example.com", ["s1.example.com"], NB, NA + timedelta(days=2))
+    store.forget()
+    store.parse_ahead()
+    write_lineage(certs_dir, "s2.example.com", ["s2.example.com"], NB, NA + timedelta(days=3))
+    store.forget()
+    assert store.read() == read_lineages(certs_dir)
 
 
 def test_a_restart_starts_no_helper_process_for_certificates_it_knows(tmp_path: Path,

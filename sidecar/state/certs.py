@@ -134,6 +134,7 @@ def _signature(cert_path: str, renewal: str) -> tuple[int, ...]:
 
 HELPER_MIN = 1000  # certificates to parse before a second process helps (see read_lineages)
 HELPER_SHARE = 0.4  # of them, to the helper (it first spends 0.1 to 0.2 s starting Python and importing)
+AHEAD_SHARE = 0.6  # to the helper of a read begun ahead (it starts while this process reads the sites file)
 HELPER_TIMEOUT = 120.0
 
 
@@ -207,13 +208,14 @@ def read_lineages(
     if scanned is None:
         return {}, []
     entries, known, todo = scanned
-    parsed = (ahead.results() or {}) if ahead is not None else {}
-    names = [name for name, _ in todo if name not in parsed]
+    theirs = set(ahead.helper.names) if ahead is not None else set()
+    names = [name for name, _ in todo if name not in theirs]
     mine = len(names) - int(len(names) * HELPER_SHARE) if helper and len(names) >= HELPER_MIN else len(names)
-    other = _Helper(root, names[mine:]) if mine < len(names) else None
-    parsed.update((name, _parse_lineage(root, name)) for name in names[:mine])
-    if other is not None:
-        parsed.update(other.results() or {name: _parse_lineage(root, name) for name in names[mine:]})
+    helpers = [h for h in (ahead.helper if ahead is not None else None,
+                           _Helper(root, names[mine:]) if mine < len(names) else None) if h is not None]
+    parsed = {name: _parse_lineage(root, name) for name in names[:mine]}
+    for h in helpers:  # (their answers once this process has parsed its own share)
+        parsed.update(h.results() or {name: _parse_lineage(root, name) for name in h.names})
     for name, signature in todo:
         result = parsed[name]
         if isinstance(result, str):
@@ -235,15 +237,13 @@ def read_lineages(
 
 class Ahead:
     """A read of the lineages begun early (``parse_ahead``): the directory as it was then, and a
-    helper process parsing the certificates to parse."""
+    helper process parsing the first ``share`` of the certificates to parse (the reader parses
+    the rest once it gets there)."""
 
     def __init__(self, root: str, scanned: tuple[list[str], dict[str, Certificate | Problem],
-                                                 list[tuple[str, Signature]]]) -> None:
+                                                 list[tuple[str, Signature]]], share: int) -> None:
         self.scanned = scanned
-        self.helper = _Helper(root, [name for name, _ in scanned[2]])
-
-    def results(self) -> dict[str, Certificate | str] | None:
-        return self.helper.results()
+        self.helper = _Helper(root, [name for name, _ in scanned[2][:share]])
 
     def cancel(self) -> None:
         """Stop the helper, its answer unread."""
@@ -273,7 +273,7 @@ def parse_ahead(certs_dir: Path, cache: LineageCache | None = None) -> Ahead | N
     scanned = _scan(root, cache)
     if scanned is None or len(scanned[2]) < HELPER_MIN:
         return None
-    return Ahead(root, scanned)
+    return Ahead(root, scanned, int(len(scanned[2]) * AHEAD_SHARE))
 
 
 class _Helper:
@@ -287,12 +287,14 @@ class _Helper:
         self.names = names
         self.proc: subprocess.Popen[bytes] | None = None
         root = str(Path(__file__).resolve().parents[2])  # (where the sidecar package is)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        # (an environment of its own: it needs none of the sidecar's settings, secrets among them)
+        env = {"PATH": os.environ.get("PATH", os.defpath),
+               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "sidecar.state.certs", certs_dir], env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
-            log.debug("certificates: no helper process (%s); parsing them all here", exc)
+            log.warning("certificates: no helper process (%s); parsing them all here", exc)
             return
         # (the names through a thread: more than a pipe holds would block this one until the child reads)
         self.feeder = threading.Thread(target=self._feed, name="lineage-helper-feed", daemon=True)
@@ -316,10 +318,10 @@ class _Helper:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
-            log.debug("certificates: the helper process took over %.0f s; parsing its share here", HELPER_TIMEOUT)
+            log.warning("certificates: the helper process took over %.0f s; parsing its share here", HELPER_TIMEOUT)
             return None
         except OSError as exc:
-            log.debug("certificates: the helper process failed (%s); parsing its share here", exc)
+            log.warning("certificates: the helper process failed (%s); parsing its share here", exc)
             return None
         try:
             found = pickle.loads(out) if self.proc.returncode == 0 else None  # noqa: S301 - our own child's answer
@@ -327,7 +329,7 @@ class _Helper:
             found = None
         if not isinstance(found, dict) or set(found) != set(self.names):
             last = (err.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-            log.debug("certificates: the helper process failed (exit %s: %s); parsing its share here",
+            log.warning("certificates: the helper process failed (exit %s: %s); parsing its share here",
                       self.proc.returncode, last[:200])
             return None
         return found

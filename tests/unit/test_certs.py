@@ -221,7 +221,8 @@ def test_a_read_begun_ahead_uses_its_helper_and_a_later_change_is_seen_by_the_ne
     store = LineageStore(certs_dir, helper=True)
     store.parse_ahead()
     assert store.read() == before
-    assert answers and isinstance(answers[0], dict) and sorted(answers[0]) == [f"s{i}.example.com" for i in range(5)]
+    # its share of the five to parse (s5 has no key): the first three; this process parsed the rest
+    assert answers and isinstance(answers[0], dict) and sorted(answers[0]) == [f"s{i}.example.com" for i in range(3)]
     store.forget()
     store.parse_ahead()  # (nothing new to parse: no helper)
     write_lineage(certs_dir, "s0.example.com", ["s0.example.com"], NB, NA + timedelta(days=1))

@@ -8,7 +8,9 @@ nginx image (a container on a network of its own where ``app`` resolves) for eac
 - generated: what the sidecar writes (one shared ``upstream`` block in sidecar-00-upstreams.conf);
 - upstream block per site: the same files with an ``upstream`` block of its own in every site file
   (the sidecar's layout before the shared blocks);
-- floor: ``listen``, ``server_name``, the certificate and ``proxy_pass`` alone, per site.
+- floor: ``listen``, ``server_name``, the certificate and ``proxy_pass`` alone, per site;
+- stock nginx as the issue measured it: a server per certificate that answers ``return 200``;
+- the same servers without TLS: what one SSL context per certificate costs.
 
 Usage: .venv/bin/python bench/nginx_parse.py [--sites 10000] [--runs 3]
 Results: bench/results/nginx-parse-<timestamp>.md
@@ -57,8 +59,18 @@ def layouts(n: int) -> dict[str, dict[str, str]]:
         f"server {{\n    listen 443 ssl;\n    server_name {s.domains[0]};\n"
         f"    ssl_certificate {LE}/live/{s.name}/fullchain.pem;\n    ssl_certificate_key {LE}/live/{s.name}/privkey.pem;\n"
         f"    location / {{ proxy_pass http://app:5678; }}\n}}\n") for s in sites}
+    # the issue's measurement of stock nginx: a server block per certificate answering by itself,
+    # and the same servers without TLS (what one SSL context per certificate costs)
+    stock = {render.site_filename(s.name): (
+        f"server {{\n    listen 443 ssl;\n    server_name {s.domains[0]};\n"
+        f"    ssl_certificate {LE}/live/{s.name}/fullchain.pem;\n    ssl_certificate_key {LE}/live/{s.name}/privkey.pem;\n"
+        f"    return 200;\n}}\n") for s in sites}
+    plain = {render.site_filename(s.name): f"server {{\n    listen 80;\n    server_name {s.domains[0]};\n    return 200;\n}}\n"
+             for s in sites}
     return {"generated (shared upstream block)": generated, "upstream block per site": per_site,
-            "floor (listen, server_name, certificate, proxy_pass)": floor}
+            "floor (listen, server_name, certificate, proxy_pass)": floor,
+            "stock nginx: listen, server_name, certificate, return 200": stock,
+            "the same without TLS (listen 80, server_name, return 200)": plain}
 
 
 def main(argv: list[str] | None = None) -> int:

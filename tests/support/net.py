@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import ssl
 import time
 from dataclasses import dataclass
@@ -15,11 +16,22 @@ from typing import Any, Callable
 from cryptography import x509
 
 
+_GIVEN: set[int] = set()  # ports handed out in this process (stacks come up in parallel)
+_GIVEN_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 nobody listens on right now, and not handed out before in this
+    process: stacks started side by side publish their ports only later, and the kernel may
+    offer a port again as soon as the socket that found it is closed."""
+    with _GIVEN_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
 
 
 class Fatal(Exception):

@@ -115,11 +115,14 @@ def renewal_server(certs_dir: Path, name: str) -> str:
     return renewal_setting(certs_dir, name, "server")
 
 
+Signature = tuple[int, ...]  # what a lineage's files looked like (see _signature)
 # lineage name -> (what the files looked like, the certificate read from them)
-LineageCache = dict[str, tuple[tuple[int, ...], Certificate]]
+LineageCache = dict[str, tuple[Signature, Certificate]]
+# the lineages' names; what is known of them without parsing; the ones to parse (see _scan)
+Scan = tuple[list[str], dict[str, Certificate | Problem], list[tuple[str, Signature]]]
 
 
-def _signature(cert_path: str, renewal: str) -> tuple[int, ...]:
+def _signature(cert_path: str, renewal: str) -> Signature:
     """Changes whenever certbot writes a new certificate (the live symlink points at a new
     archive file) or the renewal settings; a stat is far cheaper than parsing. Raises
     FileNotFoundError when there is no certificate."""
@@ -155,11 +158,7 @@ def _parse_lineage(certs_dir: str, name: str) -> Certificate | str:
         return f"unreadable: {exc}"
 
 
-Signature = tuple[int, ...]
-
-
-def _scan(root: str, cache: LineageCache | None
-          ) -> tuple[list[str], dict[str, Certificate | Problem], list[tuple[str, Signature]]] | None:
+def _scan(root: str, cache: LineageCache | None) -> Scan | None:
     """The lineages' names; what is known of them without parsing (from ``cache``, or their
     problem); and the ones to parse, with their signatures. None without a ``live`` directory."""
     try:
@@ -240,21 +239,12 @@ class Ahead:
     helper process parsing the first ``share`` of the certificates to parse (the reader parses
     the rest once it gets there)."""
 
-    def __init__(self, root: str, scanned: tuple[list[str], dict[str, Certificate | Problem],
-                                                 list[tuple[str, Signature]]], share: int) -> None:
+    def __init__(self, root: str, scanned: Scan, share: int) -> None:
         self.scanned = scanned
         self.helper = _Helper(root, [name for name, _ in scanned[2][:share]])
 
     def cancel(self) -> None:
-        """Stop the helper, its answer unread."""
-        proc = self.helper.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        self.helper.feeder.join(HELPER_TIMEOUT)
-        proc.stdin = None  # (closed by the feeder)
-        proc.communicate()  # (reaps it and closes its pipes)
+        self.helper.cancel()
 
 
 def parse_ahead(certs_dir: Path, cache: LineageCache | None = None) -> Ahead | None:
@@ -308,11 +298,24 @@ class _Helper:
         except OSError:
             pass
 
+    def _fed(self) -> None:
+        self.feeder.join(HELPER_TIMEOUT)
+        assert self.proc is not None
+        self.proc.stdin = None  # (closed by the feeder: communicate() must not flush it)
+
+    def cancel(self) -> None:
+        """Stop it, its answer unread."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._fed()
+        self.proc.communicate()  # (reaps it and closes its pipes)
+
     def results(self) -> dict[str, Certificate | str] | None:
         if self.proc is None:
             return None
-        self.feeder.join(HELPER_TIMEOUT)
-        self.proc.stdin = None  # (closed by the feeder: communicate() must not flush it)
+        self._fed()
         try:
             out, err = self.proc.communicate(timeout=HELPER_TIMEOUT)
         except subprocess.TimeoutExpired:

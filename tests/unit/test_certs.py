@@ -163,12 +163,10 @@ def _mixed_lineages(certs_dir: Path) -> None:
     (certs_dir / "live" / "s5.example.com" / "privkey.pem").unlink()
 
 
-def test_a_helper_process_parses_part_of_many_new_certificates_with_the_same_result(
-        certs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _helper_answers(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Certificate | str] | None]:
+    """What each helper process answered (None: it failed), in order."""
     from sidecar.state import certs
 
-    _mixed_lineages(certs_dir)
-    alone = read_lineages(certs_dir, {})
     answers: list[dict[str, Certificate | str] | None] = []
     real = certs._Helper.results
 
@@ -177,6 +175,16 @@ def test_a_helper_process_parses_part_of_many_new_certificates_with_the_same_res
         return answers[-1]
 
     monkeypatch.setattr(certs._Helper, "results", results)
+    return answers
+
+
+def test_a_helper_process_parses_part_of_many_new_certificates_with_the_same_result(
+        certs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.state import certs
+
+    _mixed_lineages(certs_dir)
+    alone = read_lineages(certs_dir, {})
+    answers = _helper_answers(monkeypatch)
     monkeypatch.setattr(certs, "HELPER_MIN", 2)
     cache: certs.LineageCache = {}
     helped = read_lineages(certs_dir, cache, helper=True)
@@ -210,14 +218,7 @@ def test_a_read_begun_ahead_uses_its_helper_and_a_later_change_is_seen_by_the_ne
     _mixed_lineages(certs_dir)
     before = read_lineages(certs_dir)
     monkeypatch.setattr(certs, "HELPER_MIN", 2)
-    answers: list[dict[str, Certificate | str] | None] = []
-    real = certs._Helper.results
-
-    def results(self: certs._Helper) -> dict[str, Certificate | str] | None:
-        answers.append(real(self))
-        return answers[-1]
-
-    monkeypatch.setattr(certs._Helper, "results", results)
+    answers = _helper_answers(monkeypatch)
     store = LineageStore(certs_dir, helper=True)
     store.parse_ahead()
     assert store.read() == before

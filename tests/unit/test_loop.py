@@ -300,6 +300,26 @@ def test_a_failing_pass_is_retried_and_never_ends_the_loop(tmp_path: Path, monke
     assert not loop.is_alive() and len(calls) >= 2  # the second pass came (2 s back-off), then a clean stop
 
 
+def test_a_first_pass_has_its_plan_in_the_status_before_it_says_the_sites_added(tmp_path: Path) -> None:
+    """At ten thousand sites saying each one added takes half a second: the plan comes first."""
+    r, docker, certbot, seen = make(tmp_path, [app("a", "a.example.com"), app("b", "b.example.com")])
+    order: list[str] = []
+
+    class Order:
+        def event(self, event: Event) -> None:
+            order.append(event.kind.value)
+
+        def snapshot(self, snap: Any) -> None:
+            order.append("status with %d sites" % len(snap.sites))
+
+    r.observers.add(Order())
+    r.run_pass()
+    assert order.index("status with 2 sites") < order.index(Kind.SITE_ADDED.value)
+    assert seen.kinds().count(Kind.SITE_ADDED) == 2
+    r.run_pass()  # (a later pass says a change as it reads it)
+    assert seen.kinds().count(Kind.SITE_ADDED) == 2
+
+
 def test_the_loop_keeps_what_the_certificates_said_once_a_pass_is_done(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The next start reads the certificate issued in this pass from the kept facts, not by parsing it."""
